@@ -1,0 +1,32 @@
+# The two set-up commands in README.md run these targets on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On a machine without an NVIDIA driver, pin the CPU build of torch first so pip never pulls CUDA wheels.
+TORCH_PIN ?= torch==2.13.0
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+.PHONY: setup run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+ifeq ($(HAS_GPU),)
+	$(PY) -m pip install -q $(TORCH_PIN)
+endif
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/emu3 generate "a small red circle in the top left corner on a black background" --output emu3-sample.png
+
+test: setup
+	$(PY) -m pytest -q -m "not slow and not gpu" tests
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
