@@ -271,3 +271,13 @@ def test_gpu_greedy_generate_matches_baai(lm_dir, ref, cache):
             cache_implementation=cache,
         )
     assert torch.equal(out.cpu(), ref["lm.gen1.output_ids"])
+
+
+@pytest.mark.slow
+def test_flex_attention_forward_on_cpu_matches_baai(lm_dir, ref):
+    """flex_attention compiles its kernel (~20 s a shape on 2 cores): forward only, marked slow."""
+    model = Emu3LMForCausalLM.from_pretrained(lm_dir, attn_implementation="flex_attention").eval()
+    keep = _attended(ref, "batch1")
+    with torch.no_grad():
+        out = model(ref["lm.batch1.input_ids"], attention_mask=ref["lm.batch1.attention_mask"])
+    torch.testing.assert_close(out.logits[keep], ref["lm.batch1.logits"][keep], atol=1e-5, rtol=1e-5)
