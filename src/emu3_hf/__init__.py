@@ -5,7 +5,14 @@ Importing the package registers its classes with transformers' Auto classes, so 
 """
 
 from .auto import register_auto_classes
-from .modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel, Emu3LMPreTrainedModel
+from .modeling import (
+    Emu3LMConfig,
+    Emu3LMForCausalLM,
+    Emu3LMModel,
+    Emu3LMPreTrainedModel,
+    Emu3VisionVQConfig,
+    Emu3VisionVQModel,
+)
 
 register_auto_classes()
 
@@ -16,5 +23,7 @@ __all__ = [
     "Emu3LMForCausalLM",
     "Emu3LMModel",
     "Emu3LMPreTrainedModel",
+    "Emu3VisionVQConfig",
+    "Emu3VisionVQModel",
     "register_auto_classes",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel
+from .modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel, Emu3VisionVQConfig, Emu3VisionVQModel
 
 _done = False
 
@@ -22,4 +22,6 @@ def register_auto_classes() -> None:
     AutoConfig.register(Emu3LMConfig.model_type, Emu3LMConfig, exist_ok=True)
     AutoModel.register(Emu3LMConfig, Emu3LMModel, exist_ok=True)
     AutoModelForCausalLM.register(Emu3LMConfig, Emu3LMForCausalLM, exist_ok=True)
+    AutoConfig.register(Emu3VisionVQConfig.model_type, Emu3VisionVQConfig, exist_ok=True)
+    AutoModel.register(Emu3VisionVQConfig, Emu3VisionVQModel, exist_ok=True)
     _done = True
