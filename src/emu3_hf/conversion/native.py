@@ -1,0 +1,222 @@
+"""Lossless conversion between BAAI's layout (our in-memory format) and transformers' native Emu3 layout.
+
+Native is ``Emu3ForConditionalGeneration`` (model_type ``"emu3"``): the LM lives under ``model.text_model``, the VQ
+under ``model.vqmodel`` with renamed blocks and its 1x1 attention convs stored as Linear weights, and the special
+tokens in ``config.vocabulary_map``. See tests/fixtures/baai-tiny/KEYMAP.md for the table this code implements.
+
+Example:
+    ```python
+    >>> from emu3_hf.conversion import convert_baai_to_native, convert_native_to_baai
+    >>> native = convert_baai_to_native(lm, vq)          # transformers.Emu3ForConditionalGeneration
+    >>> lm2, vq2 = convert_native_to_baai(native)         # bit-identical weights to lm, vq
+    ```
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3VisionVQConfig, Emu3VisionVQModel
+
+_ATTN_PROJ = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "proj_out": "out_proj"}
+_ATTN_PROJ_BACK = {v: k for k, v in _ATTN_PROJ.items()}
+_LM_CONFIG_FIELDS = (
+    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "attention_dropout",
+    "initializer_range", "tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id", "rope_parameters",
+)  # fmt: skip
+
+
+def vq_key_to_native(key: str) -> str:
+    """BAAI VQ key -> native VQ key (without the ``model.vqmodel.`` prefix)."""
+    rules = (
+        (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.middle_block.attn_norm."),
+        (r"^(encoder|decoder)\.mid\.attn_1\.(q|k|v|proj_out)\.", lambda m: f"{m[1]}.middle_block.attn_1.{_ATTN_PROJ[m[2]]}."),
+        (r"^(encoder|decoder)\.mid\.", r"\1.middle_block."),
+        (r"^encoder\.down\.(\d+)\.attn\.(\d+)\.norm\.", r"encoder.down_block.down.\1.attn_norms.\2."),
+        (r"^decoder\.up\.(\d+)\.attn\.(\d+)\.norm\.", r"decoder.up_block.up.\1.attn_norms.\2."),
+        (r"^encoder\.down\.(\d+)\.attn\.(\d+)\.(q|k|v|proj_out)\.",
+         lambda m: f"encoder.down_block.down.{m[1]}.attn.{m[2]}.{_ATTN_PROJ[m[3]]}."),
+        (r"^decoder\.up\.(\d+)\.attn\.(\d+)\.(q|k|v|proj_out)\.",
+         lambda m: f"decoder.up_block.up.{m[1]}.attn.{m[2]}.{_ATTN_PROJ[m[3]]}."),
+        (r"^encoder\.down\.", "encoder.down_block.down."),
+        (r"^decoder\.up\.", "decoder.up_block.up."),
+    )  # fmt: skip
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def vq_key_to_baai(key: str) -> str:
+    """Native VQ key (without prefix) -> BAAI VQ key; the inverse of :func:`vq_key_to_native`."""
+    rules = (
+        (r"^(encoder|decoder)\.middle_block\.attn_norm\.", r"\1.mid.attn_1.norm."),
+        (r"^(encoder|decoder)\.middle_block\.attn_1\.(q_proj|k_proj|v_proj|out_proj)\.",
+         lambda m: f"{m[1]}.mid.attn_1.{_ATTN_PROJ_BACK[m[2]]}."),
+        (r"^(encoder|decoder)\.middle_block\.", r"\1.mid."),
+        (r"^encoder\.down_block\.down\.(\d+)\.attn_norms\.(\d+)\.", r"encoder.down.\1.attn.\2.norm."),
+        (r"^decoder\.up_block\.up\.(\d+)\.attn_norms\.(\d+)\.", r"decoder.up.\1.attn.\2.norm."),
+        (r"^encoder\.down_block\.down\.(\d+)\.attn\.(\d+)\.(q_proj|k_proj|v_proj|out_proj)\.",
+         lambda m: f"encoder.down.{m[1]}.attn.{m[2]}.{_ATTN_PROJ_BACK[m[3]]}."),
+        (r"^decoder\.up_block\.up\.(\d+)\.attn\.(\d+)\.(q_proj|k_proj|v_proj|out_proj)\.",
+         lambda m: f"decoder.up.{m[1]}.attn.{m[2]}.{_ATTN_PROJ_BACK[m[3]]}."),
+        (r"^encoder\.down_block\.down\.", "encoder.down."),
+        (r"^decoder\.up_block\.up\.", "decoder.up."),
+    )  # fmt: skip
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def _is_attn_projection_weight(native_key: str) -> bool:
+    return bool(re.search(r"\.(q_proj|k_proj|v_proj|out_proj)\.weight$", native_key))
+
+
+def default_vocabulary_map(config: Emu3LMConfig, image_placeholder: str = "<|extra_0|>") -> dict[str, int]:
+    """The special part of the vocabulary in native form, from the ids in an Emu3 LM config.
+
+    BAAI's layout: the 208 Qwen specials start at ``pad_token_id`` (``<|endoftext|>``, ``<|im_start|>``,
+    ``<|im_end|>``, ``<|extra_0..204|>``), then the three image tokens, then the visual tokens. Native code also
+    wants an ``<image>`` placeholder for understanding inputs; BAAI's vocabulary has none, so it reuses
+    ``image_placeholder``'s id.
+    """
+    base = config.pad_token_id
+    vocab = {"<|endoftext|>": base, "<|im_start|>": base + 1, "<|im_end|>": base + 2}
+    vocab.update({f"<|extra_{i}|>": base + 3 + i for i in range(205)})
+    vocab.update({"<|image token|>": config.img_token_id, "<|image start|>": config.boi_token_id})
+    vocab["<|image end|>"] = config.eoi_token_id
+    vocab.update({f"<|visual token {c:06d}|>": config.visual_token_offset + c for c in range(config.codebook_size)})
+    if image_placeholder not in vocab:
+        raise ValueError(f"image_placeholder {image_placeholder!r} is not a special token of this vocabulary.")
+    vocab["<image>"] = vocab[image_placeholder]
+    return vocab
+
+
+def native_config_from_baai(lm_config: Emu3LMConfig, vq_config: Emu3VisionVQConfig, vocabulary_map=None):
+    """A transformers ``Emu3Config`` equivalent to a BAAI LM + VQ config pair (raises when none exists)."""
+    from transformers import Emu3Config
+
+    widths = [vq_config.ch * vq_config.ch_mult[level] for level in vq_config.attn_resolutions]
+    hidden = vq_config.ch * vq_config.ch_mult[-1]
+    if any(w != hidden for w in widths):
+        raise ValueError(
+            f"transformers' native VQ gives every attention block width {hidden}, but this VQ has attention at "
+            f"levels {vq_config.attn_resolutions} of widths {widths}; it cannot be represented natively. Keep the "
+            "BAAI layout (emu3-hf loads it directly)."
+        )
+    text = {name: getattr(lm_config, name) for name in _LM_CONFIG_FIELDS}
+    vq = dict(
+        codebook_size=vq_config.codebook_size, embed_dim=vq_config.embed_dim, latent_channels=vq_config.z_channels,
+        double_latent=vq_config.double_z, in_channels=vq_config.in_channels, out_channels=vq_config.out_channels,
+        temporal_downsample_factor=vq_config.temporal_downsample_factor, base_channels=vq_config.ch,
+        channel_multiplier=list(vq_config.ch_mult), num_res_blocks=vq_config.num_res_blocks,
+        attn_resolutions=list(vq_config.attn_resolutions), hidden_size=hidden, num_attention_heads=1,
+        attention_dropout=0.0,
+    )  # fmt: skip
+    vocabulary_map = vocabulary_map or default_vocabulary_map(lm_config)
+    return Emu3Config(
+        text_config=text, vq_config=vq, vocabulary_map=vocabulary_map,
+        image_token_id=vocabulary_map["<image>"], tie_word_embeddings=lm_config.tie_word_embeddings,
+    )  # fmt: skip
+
+
+def _materialize_rope_buffers(model: torch.nn.Module) -> None:
+    """Models built on the meta device keep meta RoPE buffers (non-persistent, not in any state dict):
+    recompute them on the CPU from each rotary module's own config, the way its constructor does."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    for module in model.modules():
+        if "RotaryEmbedding" in type(module).__name__ and hasattr(module, "original_inv_freq"):
+            if module.rope_type == "default":
+                init_fn = module.compute_default_rope_parameters
+            else:
+                init_fn = ROPE_INIT_FUNCTIONS[module.rope_type]
+            inv_freq, module.attention_scaling = init_fn(module.config, device=torch.device("cpu"))
+            module.inv_freq = inv_freq
+            module.original_inv_freq = inv_freq.clone()
+    leftover = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"Conversion left tensors on the meta device: {leftover[:5]}")
+
+
+@torch.no_grad()
+def convert_baai_to_native(lm: Emu3LMForCausalLM, vq: Emu3VisionVQModel, vocabulary_map: dict | None = None):
+    """Build transformers' ``Emu3ForConditionalGeneration`` holding exactly the weights of ``lm`` and ``vq``."""
+    from transformers import Emu3ForConditionalGeneration
+
+    config = native_config_from_baai(lm.config, vq.config, vocabulary_map)
+    with torch.device("meta"):
+        native = Emu3ForConditionalGeneration(config)
+    state = {}
+    for key, value in lm.state_dict().items():
+        state["lm_head.weight" if key == "lm_head.weight" else "model.text_model." + key.removeprefix("model.")] = value
+    for key, value in vq.state_dict().items():
+        new = vq_key_to_native(key)
+        if _is_attn_projection_weight(new):
+            value = value[:, :, 0, 0]  # 1x1 conv (C, C, 1, 1) -> Linear (C, C); same matrix, no transpose
+        state["model.vqmodel." + new] = value
+    expected = set(native.state_dict())
+    if set(state) != expected:
+        raise RuntimeError(
+            f"Key mapping mismatch: missing {sorted(expected - set(state))[:5]}, extra {sorted(set(state) - expected)[:5]}"
+        )
+    native.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    _materialize_rope_buffers(native)
+    return native.to(lm.dtype).eval()
+
+
+@torch.no_grad()
+def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel]:
+    """Split a native ``Emu3ForConditionalGeneration`` back into our (BAAI-layout) LM and VQ, losslessly."""
+    cfg = native.config
+    text, vqc, vocab = cfg.text_config, cfg.vq_config, cfg.vocabulary_map
+    lm_config = Emu3LMConfig(
+        **{name: getattr(text, name) for name in _LM_CONFIG_FIELDS},
+        img_token_id=vocab["<|image token|>"], boi_token_id=vocab["<|image start|>"],
+        eoi_token_id=vocab["<|image end|>"], eol_token_id=vocab["<|extra_200|>"], eof_token_id=vocab["<|extra_201|>"],
+        visual_token_offset=vocab["<|visual token 000000|>"], codebook_size=vqc.codebook_size,
+    )  # fmt: skip
+    vq_config = Emu3VisionVQConfig(
+        codebook_size=vqc.codebook_size, embed_dim=vqc.embed_dim, z_channels=vqc.latent_channels,
+        double_z=vqc.double_latent, in_channels=vqc.in_channels, out_channels=vqc.out_channels,
+        temporal_downsample_factor=vqc.temporal_downsample_factor, ch=vqc.base_channels,
+        ch_mult=list(vqc.channel_multiplier), num_res_blocks=vqc.num_res_blocks,
+        attn_resolutions=list(vqc.attn_resolutions), dropout=0.0,
+    )  # fmt: skip
+    lm_state, vq_state = {}, {}
+    for key, value in native.state_dict().items():
+        if key == "lm_head.weight":
+            lm_state[key] = value
+        elif key.startswith("model.text_model."):
+            lm_state["model." + key.removeprefix("model.text_model.")] = value
+        elif key.startswith("model.vqmodel."):
+            new = vq_key_to_baai(key.removeprefix("model.vqmodel."))
+            if _is_attn_projection_weight(key):
+                value = value[:, :, None, None]  # Linear (C, C) -> 1x1 conv (C, C, 1, 1)
+            vq_state[new] = value
+        else:
+            raise ValueError(f"Unexpected native key {key!r}: this converter knows text_model, vqmodel and lm_head.")
+    models = []
+    for cls, config, state in ((Emu3LMForCausalLM, lm_config, lm_state), (Emu3VisionVQModel, vq_config, vq_state)):
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True, assign=True)
+        _materialize_rope_buffers(model)
+        models.append(model.to(native.dtype).eval())
+    return models[0], models[1]
+
+
+__all__ = [
+    "convert_baai_to_native",
+    "convert_native_to_baai",
+    "default_vocabulary_map",
+    "native_config_from_baai",
+    "vq_key_to_baai",
+    "vq_key_to_native",
+]
