@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+# diffusers resolves a pipeline component's base class by name inside the component's own module.
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature, ImageProcessingMixin  # noqa: F401
 from transformers.processing_utils import ImagesKwargs
 
 __all__ = ["Emu3VisionVQImageProcessor", "smart_resize"]

@@ -1,0 +1,360 @@
+"""The Emu3 image/video token generator: one engine shared by every pipeline.
+
+Structure (gpt-fast style): :func:`prefill` runs the prompt once and fills a KV cache; :func:`decode_step` feeds one
+token per row and returns the last hidden state; :func:`visual_logits` evaluates the LM head on the visual rows of
+its weight only, and only at steps where some row samples. The schedule of forced tokens (EOL/EOF/EOI/EOS) comes from
+:class:`~emu3_hf.generation.grammar.VisionGrammar`, built once per call, so the loop never reads a device value.
+
+Classifier-free guidance runs as ONE doubled batch: rows ``[0, B)`` carry the prompts, rows ``[B, 2B)`` the negative
+prompts, both left-padded to one length (positions from the attention mask, ``cumsum - 1``), and every generated
+token is fed to both halves. ``guidance_scale == 1`` drops the negative half.
+
+Caches: ``"dynamic"`` (transformers ``DynamicCache``, the CPU default) or ``"static"`` (``StaticCache`` sized to the
+prompt plus the generated tokens; decode masks are then fixed-shape tensors, so :func:`decode_step` can be wrapped in
+``torch.compile`` on a GPU).
+
+Example:
+    ```python
+    >>> import torch, emu3_hf
+    >>> from emu3_hf.generation import generate_image_tokens
+    >>> model = emu3_hf.Emu3LMForCausalLM.from_pretrained("tests/fixtures/baai-tiny/lm").eval()
+    >>> pos = torch.tensor([[1806, 64, 883, 1809, 18, 9, 19, 1808]])  # [bos] text [boi] "3*4" [img]
+    >>> neg = torch.tensor([[1806, 1809, 18, 9, 19, 1808]])
+    >>> out = generate_image_tokens(model, pos, negative_input_ids=neg, height=3, width=4,
+    ...                             generator=torch.Generator().manual_seed(0))
+    >>> out.codes.shape, out.sequences.shape  # 3 rows of (4 codes + EOL), EOF, EOI, EOS
+    (torch.Size([1, 3, 4]), torch.Size([1, 26]))
+    ```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache, DynamicCache, StaticCache
+
+from .grammar import SAMPLE, SpecialIds, VisionGrammar, token_ids_from_config
+from .sampling import SamplingConfig, guided_scores, pick_tokens
+
+CacheImplementation = Literal["dynamic", "static"]
+_MASK_4D_BACKENDS = ("eager", "sdpa")  # backends that accept an additive (B, 1, q, kv) float mask as is
+
+
+@dataclass
+class ImageTokensOutput:
+    """What :func:`generate_image_tokens` returns.
+
+    Attributes:
+        codes: (B, H, W) int64 code grids for images, (B, T, H, W) for videos (``num_frames > 1``); with mixed sizes
+            the grids are padded to the largest H and W with -1 (see :meth:`grids`).
+        sequences: (B, L + N) the prompt ids as given, followed by the generated ids.
+        generated_ids: (B, N) the generated ids alone (rows that finish early are padded with the pad id).
+        image_sizes: (B, 2) int64 token grid (h, w) of each row.
+    """
+
+    codes: torch.Tensor
+    sequences: torch.Tensor
+    generated_ids: torch.Tensor
+    image_sizes: torch.Tensor
+
+    def grids(self) -> list[torch.Tensor]:
+        """One unpadded grid per row: (h, w), or (T, h, w) for videos."""
+        return [code[..., :h, :w] for code, (h, w) in zip(self.codes, self.image_sizes.tolist())]
+
+
+@dataclass
+class RowProgress:
+    """Passed to the ``callback`` of :func:`generate_image_tokens` each time an image row is completed.
+
+    Attributes:
+        step: index of the token just generated (its EOL), so ``generated_ids`` holds ``step + 1`` tokens.
+        rows_done: image rows each sequence has completed so far (frames included: frame f, row r -> ``f*H + r + 1``).
+        total_rows: image rows each sequence generates in all.
+        generated_ids: (B, step + 1) view of the ids generated so far (valid during the callback).
+    """
+
+    step: int
+    rows_done: list[int]
+    total_rows: list[int]
+    generated_ids: torch.Tensor
+    grammar: VisionGrammar
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """Partial code grids (B, T, Hmax, Wmax), -1 where not generated yet: decode them for a preview."""
+        return self.grammar.codes_from_tokens(self.generated_ids)
+
+
+# ---- the three building blocks -------------------------------------------------------------------------------------
+
+
+def prefill(
+    decoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Cache, mask_length: int
+) -> torch.Tensor:
+    """Run the prompts (B2, L) through the decoder, filling ``cache``; returns the last hidden state (B2, D).
+
+    Positions follow the mask (``cumsum - 1``) so left-padded rows start at 0; ``mask_length`` >= L is the key
+    length the cache will attend over (static caches: their full size, with the future slots masked).
+    """
+    positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)  # (B2, L)
+    key_mask = torch.zeros(attention_mask.shape[0], mask_length, dtype=attention_mask.dtype, device=attention_mask.device)
+    key_mask[:, : attention_mask.shape[1]] = attention_mask
+    out = decoder(
+        input_ids=input_ids, attention_mask=key_mask, position_ids=positions, past_key_values=cache, use_cache=True
+    )
+    return out.last_hidden_state[:, -1]  # (B2, D): left padding puts every row's last token at -1
+
+
+def decode_step(
+    decoder: nn.Module,
+    tokens: torch.Tensor,  # (B2, 1)
+    positions: torch.Tensor,  # (B2, 1)
+    cache: Cache,
+    attention_mask: torch.Tensor | None,  # (B2, 1, 1, kv) additive, (B2, kv) 2-D, or None (no padding, dynamic)
+) -> torch.Tensor:
+    """Feed one token per row through the decoder (appending to ``cache``); returns the hidden state (B2, D).
+
+    Pure tensor code with fixed shapes under a static cache, so it can be ``torch.compile``'d.
+    """
+    out = decoder(
+        input_ids=tokens, attention_mask=attention_mask, position_ids=positions, past_key_values=cache, use_cache=True
+    )
+    return out.last_hidden_state[:, -1]
+
+
+def visual_logits(hidden: torch.Tensor, head: nn.Linear, ids: SpecialIds) -> torch.Tensor:
+    """LM-head logits of the visual tokens only: (B2, D) @ W[offset:offset+K].T -> (B2, K)."""
+    rows = slice(ids.visual_offset, ids.visual_offset + ids.codebook_size)
+    bias = head.bias[rows] if head.bias is not None else None
+    return nn.functional.linear(hidden, head.weight[rows], bias)
+
+
+# ---- batch assembly ------------------------------------------------------------------------------------------------
+
+
+def _left_pad(ids: torch.Tensor, mask: torch.Tensor, length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    extra = length - ids.shape[1]
+    if extra == 0:
+        return ids, mask
+    return (
+        nn.functional.pad(ids, (extra, 0), value=pad_id),
+        nn.functional.pad(mask, (extra, 0), value=0),
+    )
+
+
+def build_guidance_batch(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    negative_input_ids: torch.Tensor | None,
+    negative_attention_mask: torch.Tensor | None,
+    guidance_scale: float,
+    pad_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack prompts and negative prompts into one left-padded batch (2B, L) with its mask; (B, L) without CFG.
+
+    A single negative prompt (1, Ln) is shared by every row.
+    """
+    batch = input_ids.shape[0]
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.device).long()
+    if guidance_scale == 1.0:
+        return input_ids, mask
+    if negative_input_ids is None:
+        raise ValueError(
+            f"guidance_scale={guidance_scale} needs `negative_input_ids` (the unconditional prompt, laid out like the "
+            "prompt: [bos] text [boi] 'H*W' [img]); pass them, or guidance_scale=1.0 to generate without guidance."
+        )
+    negative_input_ids = negative_input_ids.to(input_ids.device).long()
+    neg_mask = (
+        torch.ones_like(negative_input_ids)
+        if negative_attention_mask is None
+        else negative_attention_mask.to(input_ids.device).long()
+    )
+    if negative_input_ids.shape[0] == 1 and batch > 1:
+        negative_input_ids, neg_mask = negative_input_ids.expand(batch, -1), neg_mask.expand(batch, -1)
+    if negative_input_ids.shape[0] != batch:
+        raise ValueError(
+            f"Got {negative_input_ids.shape[0]} negative prompts for {batch} prompts; pass one per prompt or one for all."
+        )
+    length = max(input_ids.shape[1], negative_input_ids.shape[1])
+    pos_ids, pos_mask = _left_pad(input_ids, mask, length, pad_token_id)
+    neg_ids, neg_mask = _left_pad(negative_input_ids, neg_mask, length, pad_token_id)
+    return torch.cat([pos_ids, neg_ids]), torch.cat([pos_mask, neg_mask])
+
+
+class _DecodeMasks:
+    """Per-step attention masks for the decode loop, precomputed once (no per-step host work).
+
+    dynamic + no padding: None (the backend's own causal path); dynamic: a view ``full[..., :kv]`` of one
+    precomputed additive mask; static: the fixed-size additive mask with the not-yet-written slots masked, from a
+    device-side counter. Backends other than eager/sdpa get the 2-D key mask and build their own.
+    """
+
+    def __init__(self, key_mask: torch.Tensor, prompt_len: int, static: bool, backend: str, dtype: torch.dtype):
+        self.prompt_len, self.static = prompt_len, static
+        self.use_4d = backend in _MASK_4D_BACKENDS
+        self.no_padding = bool(key_mask.all())  # the one host read of the masks, before the loop
+        self.key_mask = key_mask  # (B2, S) 1 = attend; S = prompt + fed tokens
+        self.neg = torch.finfo(dtype).min
+        self.additive = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
+        self.additive = self.additive.masked_fill(key_mask == 0, self.neg)[:, None, None, :]  # (B2, 1, 1, S)
+        self.slots = torch.arange(key_mask.shape[1], device=key_mask.device)  # (S,)
+
+    def at(self, step: int, cache_index: torch.Tensor) -> torch.Tensor | None:
+        """Mask for feeding the token of ``step``; ``cache_index`` (0-d device tensor) = its slot in the cache."""
+        kv = self.prompt_len + step + 1
+        if not self.static:
+            if self.no_padding:
+                return None
+            return self.additive[..., :kv] if self.use_4d else self.key_mask[:, :kv]
+        if not self.use_4d:
+            return self.key_mask * (self.slots <= cache_index)
+        return self.additive.masked_fill(self.slots > cache_index, self.neg)
+
+
+def _make_cache(model: nn.Module, kind: str, max_len: int) -> Cache:
+    if kind == "dynamic":
+        return DynamicCache(config=model.config)
+    if kind == "static":
+        return StaticCache(config=model.config, max_cache_len=max_len)
+    raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {kind!r}.")
+
+
+def _check_generator(generator: torch.Generator | None) -> None:
+    if isinstance(generator, (list, tuple)):
+        raise TypeError(
+            "Pass one torch.Generator for the whole batch (a list of generators is not supported); rows of one call "
+            "draw from it in order."
+        )
+
+
+# ---- the engine ----------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate_image_tokens(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    *,
+    height: int | Sequence[int] | torch.Tensor,
+    width: int | Sequence[int] | torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    negative_input_ids: torch.Tensor | None = None,
+    negative_attention_mask: torch.Tensor | None = None,
+    guidance_scale: float = 3.0,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = 2048,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    num_frames: int = 1,
+    callback: Callable[[RowProgress], None] | None = None,
+    cache_implementation: CacheImplementation = "dynamic",
+    token_ids: SpecialIds | None = None,
+) -> ImageTokensOutput:
+    """Generate Emu3 image (or video) tokens after prompts that end with the image token.
+
+    Args:
+        model: an Emu3 causal LM (``Emu3LMForCausalLM``): a decoder at ``model.base_model`` and an LM head at
+            ``model.get_output_embeddings()``. Special ids are read from ``model.config`` (or ``token_ids``).
+        input_ids: (B, L) prompts, left-padded, each ending with ``img_token_id`` (``[bos] text [boi] 'H*W' [img]``).
+        height, width: token grid, an int or one per row (a list or a (B,) tensor) for mixed sizes.
+        attention_mask: (B, L) 1 = token, 0 = left padding; default all ones.
+        negative_input_ids, negative_attention_mask: (B, Ln) or (1, Ln) unconditional prompts for guidance.
+        guidance_scale: CFG weight ``g`` in ``uncond + g * (cond - uncond)``; 1.0 disables guidance.
+        do_sample, temperature, top_k, top_p: sampling over the visual tokens (greedy when ``do_sample=False``).
+        generator: the only source of randomness; on the model's device or on the CPU (noise is then drawn on
+            the CPU and copied over).
+        num_frames: latent frames to generate, each closed by EOF (videos); 1 for an image.
+        callback: called with a :class:`RowProgress` each time an image row is completed.
+        cache_implementation: "dynamic" (CPU default) or "static" (fixed shapes, for compiled decoding).
+        token_ids: override the special ids (for models whose config does not carry them).
+
+    Returns:
+        :class:`ImageTokensOutput` with ``codes`` (B, H, W) or (B, T, H, W), ``sequences``, ``generated_ids`` and
+        ``image_sizes``.
+    """
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; add input_ids[None].")
+    head = model.get_output_embeddings()
+    decoder = model.base_model
+    device = head.weight.device
+    ids = token_ids or token_ids_from_config(model.config)
+    if ids.visual_offset + ids.codebook_size > head.weight.shape[0]:
+        raise ValueError(
+            f"The visual block [{ids.visual_offset}, {ids.visual_offset + ids.codebook_size}) exceeds the LM head's "
+            f"{head.weight.shape[0]} rows; check visual_token_offset / codebook_size in the config."
+        )
+    _check_generator(generator)
+    sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    input_ids = input_ids.to(device).long()
+    batch = input_ids.shape[0]
+    grammar = VisionGrammar.build(ids, height, width, num_frames, batch_size=batch).to(device)
+
+    # 1. One batch of prompts (+ negative prompts), left-padded; the cache holds it plus every fed token.
+    prompt_ids, prompt_mask = build_guidance_batch(
+        input_ids, attention_mask, negative_input_ids, negative_attention_mask, guidance_scale, ids.pad
+    )  # (B2, L)
+    if not bool(prompt_mask[:, -1].all()):
+        raise ValueError("Prompts must be LEFT-padded (the last column of every attention mask must be 1).")
+    prompt_len, fed = prompt_ids.shape[1], grammar.feed_until
+    total = prompt_len + fed
+    key_mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], fed)], dim=1)  # (B2, total)
+    cache = _make_cache(model, cache_implementation, total)
+    static = cache_implementation == "static"
+    masks = _DecodeMasks(key_mask, prompt_len, static, model.config._attn_implementation, head.weight.dtype)
+    first_position = prompt_mask.sum(-1, keepdim=True)  # (B2, 1) position of the first generated token
+    cache_index = torch.tensor(prompt_len, device=device)  # slot of the next fed token (static masks)
+
+    # 2. Prefill.
+    hidden = prefill(decoder, prompt_ids, prompt_mask, cache, total if static else prompt_len)  # (B2, D)
+
+    # 3. Decode: sample where the grammar says so, force everything else; feed each token to both CFG halves.
+    generated = torch.full((batch, grammar.num_steps), ids.pad, dtype=torch.long, device=device)  # (B, N)
+    row_steps = set(grammar.row_steps) if callback is not None else set()
+    halves = prompt_ids.shape[0] // batch
+    for step in range(grammar.num_steps):
+        forced = grammar.forced[:, step]  # (B,)
+        if grammar.sample_steps[step]:
+            scores = guided_scores(visual_logits(hidden, head, ids), guidance_scale)  # (B, K)
+            token = pick_tokens(scores, sampling, generator) + ids.visual_offset  # (B,)
+            if grammar.mixed_steps[step]:
+                token = torch.where(forced == SAMPLE, token, forced)
+        else:
+            token = forced  # no LM head at forced steps
+        generated[:, step] = token
+        if step in row_steps:
+            callback(
+                RowProgress(
+                    step=step,
+                    rows_done=grammar.rows_done[step],
+                    total_rows=grammar.total_rows,
+                    generated_ids=generated[:, : step + 1],
+                    grammar=grammar,
+                )
+            )
+        if step < fed:
+            tokens = token.repeat(halves)[:, None]  # (B2, 1): the same token for the prompt and its negative
+            hidden = decode_step(decoder, tokens, first_position + step, cache, masks.at(step, cache_index))
+            cache_index += 1
+
+    codes = grammar.codes_from_tokens(generated)  # (B, T, Hmax, Wmax)
+    return ImageTokensOutput(
+        codes=codes[:, 0] if num_frames == 1 else codes,
+        sequences=torch.cat([input_ids, generated], dim=1),
+        generated_ids=generated,
+        image_sizes=torch.stack([grammar.heights, grammar.widths], dim=1),
+    )
+
+
+__all__ = [
+    "ImageTokensOutput",
+    "RowProgress",
+    "build_guidance_batch",
+    "decode_step",
+    "generate_image_tokens",
+    "prefill",
+    "visual_logits",
+]

@@ -1,0 +1,121 @@
+"""BAAI's image-generation recipe expressed with transformers' own ``generate``: the slow reference.
+
+BAAI's README generates images with ``model.generate`` plus two logits processors: transformers'
+``UnbatchedClassifierFreeGuidanceLogitsProcessor`` (a second, separate forward pass over the negative prompt with its
+own KV cache, combined on log-softmax scores) and a ``PrefixConstrainedLogitsProcessor`` whose per-token Python
+callback allows only the tokens the image layout permits. This module rebuilds that recipe on top of transformers
+(the rules are restated here from their description, not copied) so that tests and benchmarks can compare the
+engine against it, on our model or on transformers' native Emu3.
+
+BAAI's rule, per batch row: ``offset = len(sequence) - index of the FIRST img token``; ``offset % (W+1) == 0`` ->
+EOL; ``offset == (W+1)*H + 1`` -> EOF; ``+2`` -> EOI; ``+3`` -> EOS; beyond -> pad; otherwise any visual token.
+
+Example:
+    ```python
+    >>> from emu3_hf.generation.transformers_recipe import generate_with_transformers
+    >>> seqs = generate_with_transformers(model, pos_ids, negative_input_ids=neg_ids, height=3, width=4,
+    ...                                   do_sample=False)  # (B, L + 18) like BAAI's README output
+    ```
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessorList
+from transformers.generation.logits_process import (
+    PrefixConstrainedLogitsProcessor,
+    UnbatchedClassifierFreeGuidanceLogitsProcessor,
+)
+
+from .grammar import SpecialIds, sequence_length, token_ids_from_config
+
+
+class BaaiPrefixRules:
+    """``prefix_allowed_tokens_fn(batch_id, ids) -> allowed ids`` following BAAI's prefix-constraint helper.
+
+    Build a fresh instance for every ``generate`` call: the first-img-token index of each row is cached.
+    """
+
+    def __init__(self, token_ids: SpecialIds, heights: Sequence[int], widths: Sequence[int]):
+        self.ids = token_ids
+        self.heights, self.widths = list(heights), list(widths)
+        self.visual = list(range(token_ids.visual_offset, token_ids.visual_offset + token_ids.codebook_size))
+        self._first_img: dict[int, int] = {}
+
+    def __call__(self, batch_id: int, sequence: torch.Tensor) -> list[int]:
+        if batch_id not in self._first_img:
+            hits = torch.nonzero(sequence == self.ids.img).flatten()
+            if hits.numel() == 0:
+                raise ValueError(f"Row {batch_id} has no image token ({self.ids.img}); the prompt must end with it.")
+            self._first_img[batch_id] = int(hits[0])
+        offset = sequence.shape[0] - self._first_img[batch_id]
+        height, width = self.heights[batch_id], self.widths[batch_id]
+        image_end = (width + 1) * height
+        if offset % (width + 1) == 0:
+            return [self.ids.eol]
+        if offset == image_end + 1:
+            return [self.ids.eof]
+        if offset == image_end + 2:
+            return [self.ids.eoi]
+        if offset == image_end + 3:
+            return [self.ids.eos]
+        if offset > image_end + 3:
+            return [self.ids.pad]
+        return self.visual
+
+
+@torch.no_grad()
+def generate_with_transformers(
+    model,
+    input_ids: torch.Tensor,
+    *,
+    height: int | Sequence[int],
+    width: int | Sequence[int],
+    attention_mask: torch.Tensor | None = None,
+    negative_input_ids: torch.Tensor | None = None,
+    negative_attention_mask: torch.Tensor | None = None,
+    guidance_scale: float = 3.0,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = 2048,
+    top_p: float = 1.0,
+    token_ids: SpecialIds | None = None,
+) -> torch.Tensor:
+    """Run BAAI's recipe with ``model.generate``; returns the sequences (B, L + N) (prompt + new tokens).
+
+    Seed it with ``torch.manual_seed``: transformers' sampling uses the global generator.
+    """
+    batch = input_ids.shape[0]
+    heights = [height] * batch if isinstance(height, int) else [int(h) for h in height]
+    widths = [width] * batch if isinstance(width, int) else [int(w) for w in width]
+    ids = token_ids or token_ids_from_config(model.config)
+    processors = LogitsProcessorList()
+    if guidance_scale != 1.0:
+        if negative_input_ids is None:
+            raise ValueError("guidance_scale != 1 needs negative_input_ids (BAAI's unconditional prompt).")
+        processors.append(
+            UnbatchedClassifierFreeGuidanceLogitsProcessor(
+                guidance_scale,
+                model,
+                unconditional_ids=negative_input_ids,
+                unconditional_attention_mask=negative_attention_mask,
+            )
+        )
+    processors.append(PrefixConstrainedLogitsProcessor(BaaiPrefixRules(ids, heights, widths), num_beams=1))
+    config = GenerationConfig(
+        max_new_tokens=max(sequence_length(h, w) for h, w in zip(heights, widths)),
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_k=(top_k or 0) if do_sample else None,
+        top_p=top_p if do_sample else None,
+        pad_token_id=ids.pad,
+        eos_token_id=ids.eos,
+        use_cache=True,
+    )
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    return model.generate(input_ids, attention_mask=mask, generation_config=config, logits_processor=processors)
+
+
+__all__ = ["BaaiPrefixRules", "generate_with_transformers"]
