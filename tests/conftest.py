@@ -75,3 +75,10 @@ def tiny_tokenizer(qwen_file: Path):
     from emu3_hf import build_emu3_tokenizer
 
     return build_emu3_tokenizer(qwen_file, codebook_size=256, num_text_tokens=1600)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-tokenizer")
+    tiny_tokenizer.save_pretrained(folder)
+    return folder

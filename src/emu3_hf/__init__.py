@@ -21,6 +21,8 @@ from .processing import (
     calculate_generate_size,
 )
 
+from .pipelines import Emu3ChatPipeline, Emu3Pipeline, Emu3VideoPipeline
+
 # BAAI's README imports `Emu3Processor`; the class itself has another name so it never shadows transformers'.
 Emu3Processor = Emu3MultimodalProcessor
 
@@ -35,7 +37,10 @@ __all__ = [
     "Emu3LMPreTrainedModel",
     "Emu3VisionVQConfig",
     "Emu3VisionVQModel",
+    "Emu3ChatPipeline",
     "Emu3MultimodalProcessor",
+    "Emu3Pipeline",
+    "Emu3VideoPipeline",
     "Emu3Processor",
     "Emu3Tokenizer",
     "Emu3VisionVQImageProcessor",

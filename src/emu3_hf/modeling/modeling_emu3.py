@@ -195,6 +195,12 @@ class Emu3LMForCausalLM(Emu3LMPreTrainedModel, GenerationMixin):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
+    def generate(self, *args, image_size: torch.Tensor | None = None, **kwargs):
+        """transformers' ``generate``; also takes the processor's whole output, so
+        ``model.generate(**processor(text=..., image=..., mode="U"))`` works (``image_size``, the token grid
+        the processor reports, is already written into the prompt and is not a model input)."""
+        return super().generate(*args, **kwargs)
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 

@@ -228,6 +228,49 @@ class Emu3Pipeline(DiffusionPipeline):
                         return_tensors="pt", padding="longest")
         return ids, mask, sizes, enc["input_ids"], enc["attention_mask"]
 
+    def _generate_codes(
+        self, ids, mask, neg_ids, neg_mask, sizes, *, num_frames, guidance_scale, generator, do_sample, top_k, top_p,
+        temperature, callback_on_step_end, tensor_inputs, cache_implementation,
+    ):  # fmt: skip
+        """Run the engine on a prompt batch with a progress bar over image rows and the per-row callback.
+
+        The callback's ``"codes"`` are (B, h, w) partial grids for images and (B, T, h, w) for videos.
+        """
+        device = self._execution_device
+        _onload(self.model)
+        total_rows = int(sizes[:, 0].max()) * num_frames
+        with self.progress_bar(total=total_rows) as bar:
+            shown = 0
+
+            def on_row(progress: RowProgress) -> None:
+                nonlocal shown
+                done = max(progress.rows_done)
+                bar.update(done - shown)
+                shown = done
+                if callback_on_step_end is not None:
+                    codes = progress.codes if num_frames > 1 else progress.codes[:, 0]
+                    available = {"codes": lambda: codes, "generated_ids": lambda: progress.generated_ids}
+                    callback_on_step_end(self, done - 1, progress.step, {k: available[k]() for k in tensor_inputs})
+
+            return generate_image_tokens(
+                self.model,
+                ids.to(device),
+                attention_mask=mask.to(device),
+                negative_input_ids=neg_ids.to(device) if neg_ids is not None else None,
+                negative_attention_mask=neg_mask.to(device) if neg_mask is not None else None,
+                height=sizes[:, 0],
+                width=sizes[:, 1],
+                guidance_scale=guidance_scale,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                num_frames=num_frames,
+                callback=on_row,
+                cache_implementation=cache_implementation,
+            )
+
     @torch.no_grad()
     def decode_codes(
         self, codes: torch.Tensor, image_sizes: torch.Tensor | None = None, output_type: str = "pil"
@@ -332,7 +375,6 @@ class Emu3Pipeline(DiffusionPipeline):
         tensor_inputs = list(callback_on_step_end_tensor_inputs)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_images_per_prompt,
                           output_type, tensor_inputs, prompt_ids, negative_prompt_ids)
-        device = self._execution_device
 
         # 2. Encode the prompts (and negative prompts) with the processor's layout
         ids, mask, sizes, neg_ids, neg_mask = self._prompt_batch(
@@ -349,37 +391,12 @@ class Emu3Pipeline(DiffusionPipeline):
                 neg_mask = neg_mask.repeat_interleave(n, 0) if neg_mask is not None else None
 
         # 4. Generate the visual tokens, one progress-bar tick per image row
-        _onload(self.model)
-        total_rows = int(sizes[:, 0].max())
-        with self.progress_bar(total=total_rows) as bar:
-            shown = 0
-
-            def on_row(progress: RowProgress) -> None:
-                nonlocal shown
-                done = max(progress.rows_done)
-                bar.update(done - shown)
-                shown = done
-                if callback_on_step_end is not None:
-                    available = {"codes": lambda: progress.codes[:, 0], "generated_ids": lambda: progress.generated_ids}
-                    callback_on_step_end(self, done - 1, progress.step, {k: available[k]() for k in tensor_inputs})
-
-            result = generate_image_tokens(
-                self.model,
-                ids.to(device),
-                attention_mask=mask.to(device),
-                negative_input_ids=neg_ids.to(device) if neg_ids is not None else None,
-                negative_attention_mask=neg_mask.to(device) if neg_mask is not None else None,
-                height=sizes[:, 0],
-                width=sizes[:, 1],
-                guidance_scale=guidance_scale,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                generator=generator,
-                callback=on_row,
-                cache_implementation=cache_implementation,
-            )
+        result = self._generate_codes(
+            ids, mask, neg_ids, neg_mask, sizes, num_frames=1, guidance_scale=guidance_scale, generator=generator,
+            do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
+            callback_on_step_end=callback_on_step_end, tensor_inputs=tensor_inputs,
+            cache_implementation=cache_implementation,
+        )  # fmt: skip
         codes = result.codes.cpu()  # (B, h, w)
 
         # 5. Decode the code grids with the VQ
