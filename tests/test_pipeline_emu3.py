@@ -251,3 +251,26 @@ def test_cli_generate(lm_dir, vq_dir, tokenizer_dir, tmp_path, pipe, capsys):
     out = tmp_path / "from-folder.png"
     assert cli_main(["generate", "a cat", "--model", str(tmp_path / "pipe"), "--output", str(out), "--quiet"]) == 0
     assert Image.open(out).size == (6, 6)  # default ratio 1:1 over the config's image_area 48: a 3x3 grid
+
+
+def test_default_model_is_the_fixture_weights_and_runs(lm_dir, vq_dir, tmp_path):
+    """The packaged default folder holds exactly BAAI's tiny fixture weights, and `emu3 generate` runs on it."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from emu3_hf.cli import DEFAULT_MODEL
+
+    for component, fixture in (("model", lm_dir), ("vq_model", vq_dir)):
+        shipped = load_file(str(DEFAULT_MODEL / component / "model.safetensors"))
+        original = load_file(str(fixture / "model.safetensors"))
+        assert shipped.keys() == original.keys()
+        assert all(torch.equal(shipped[k], original[k]) for k in original)
+    out = tmp_path / "default.png"
+    assert cli_main(["generate", "a small red circle", "--output", str(out), "--seed", "0", "--quiet"]) == 0
+    assert Image.open(out).size == (6, 6)
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert cli_main(["generate", "x", "--output", str(tmp_path / "x.png"), "--height", "5", "--width", "6"]) == 2
+    assert "multiple of the VQ's spatial factor" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "emu3-tiny"
+# BAAI's tiny random-weight test checkpoints as a pipeline folder (scripts/build_random_tiny_pipeline.py), until
+# the project's own trained tiny model replaces them.
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "baai-tiny-random"
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
