@@ -138,6 +138,9 @@ def test_video_frames_are_encoded_as_one_clip(tiny, ref):
         tiny.encode_video(frames[:6])
     with pytest.raises(ValueError, match="no frames"):
         tiny.encode_video([])
+    mixed = frames[:3] + [np.zeros((30, 30, 3), np.uint8)]
+    with pytest.raises(ValueError, match="different sizes"):
+        tiny.encode_video(mixed)
 
 
 def test_decode_splits_text_and_images_like_baai(tiny, ref, ref_json):

@@ -161,7 +161,13 @@ class Emu3MultimodalProcessor(ProcessorMixin):
                 f"A video must have a multiple of temporal_downsample_factor={tf} frames, got {len(frames)}. "
                 f"Trim or repeat frames to {len(frames) // tf * tf or tf}."
             )
-        pixels = torch.cat([self.image_processor(f, return_tensors="pt")["pixel_values"] for f in frames])
+        processed = [self.image_processor(f, return_tensors="pt")["pixel_values"] for f in frames]  # (1, 3, H, W)
+        sizes = sorted({tuple(p.shape[-2:]) for p in processed})
+        if len(sizes) > 1:
+            raise ValueError(
+                f"Video frames resize to different sizes {sizes}: resize or crop every frame to one size first."
+            )
+        pixels = torch.cat(processed)
         pixels = pixels.to(device=self.vq_model.device, dtype=self.vq_model.dtype)[None]  # (1, T, 3, H, W)
         with torch.no_grad():
             return self.vq_model.encode(pixels)[0].cpu()
