@@ -110,16 +110,18 @@ def test_greedy_continuation_equals_engine_on_the_processor_prompt(video_pipe, r
         (dict(num_frames=6), "multiple of the VQ's temporal_downsample_factor=4"),
         (dict(num_frames=0), "multiple of the VQ's temporal_downsample_factor=4"),
         (dict(video=[]), "no frames"),
-        (dict(video="frames"), None),
         (dict(video_codes=torch.zeros(2, 3, dtype=torch.long)), r"\(T, h, w\)"),
         (dict(video_codes=torch.zeros(1, 2, 2, dtype=torch.long), height=4, width=4), "given video's"),
     ],
 )
-def test_video_errors(video_pipe, ref, kwargs, message):
-    if message is None:
-        kwargs, message = dict(video=_frames(ref)[:3]), "multiple of temporal_downsample_factor=4"
+def test_video_errors(video_pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
         video_pipe("x", **kwargs)
+
+
+def test_context_video_length_must_be_a_multiple_of_the_temporal_factor(video_pipe, ref):
+    with pytest.raises(ValueError, match="multiple of temporal_downsample_factor=4"):
+        video_pipe("x", video=_frames(ref)[:3])
 
 
 # ---- understanding ---------------------------------------------------------------------------------------------
