@@ -31,20 +31,8 @@ from ..processing.layout import SpecialIds
 SAMPLE = -1  # marker in `VisionGrammar.forced`: this position samples a visual token
 
 
-def token_ids_from_config(config) -> SpecialIds:
-    """Every special id of an :class:`~emu3_hf.Emu3LMConfig`, with a clear error when a config lacks them."""
-    missing = [
-        name
-        for name in ("pad_token_id", "eos_token_id", "img_token_id", "boi_token_id", "eoi_token_id", "eol_token_id",
-                     "eof_token_id", "visual_token_offset", "codebook_size")
-        if getattr(config, name, None) is None
-    ]
-    if missing:
-        raise ValueError(
-            f"The model config has no {', '.join(missing)}; the vision-token grammar needs every special id. Load the "
-            "model with emu3_hf (Emu3LMConfig carries them) or pass `token_ids=SpecialIds(...)` built by hand."
-        )
-    return SpecialIds.from_config(config)
+# Every special id of an Emu3LMConfig (a clear error names the ones a config lacks).
+token_ids_from_config = SpecialIds.from_config
 
 
 def sequence_length(height: int, width: int, num_frames: int = 1) -> int:

@@ -36,6 +36,7 @@ from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from ..processing.image_processing_emu3visionvq import Emu3VisionVQImageProcessor
 from ..processing.processing_emu3 import Emu3MultimodalProcessor
 from ..processing.tokenization_emu3 import Emu3Tokenizer
+from ..utils import as_list
 from .outputs import Emu3PipelineOutput
 
 BAAI_POSITIVE_PROMPT_SUFFIX = " masterpiece, film grained, best quality."
@@ -56,9 +57,6 @@ def _onload(module: torch.nn.Module) -> None:
     if hook is not None:
         hook.pre_forward(module)
 
-
-def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class Emu3Pipeline(DiffusionPipeline):
@@ -173,13 +171,13 @@ class Emu3Pipeline(DiffusionPipeline):
         """Validate the arguments of ``__call__``; every error says what to change."""
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("Pass exactly one of `prompt` (text) or `prompt_ids` (token ids from the processor).")
-        if prompt is not None and not all(isinstance(p, str) for p in _as_list(prompt)):
+        if prompt is not None and not all(isinstance(p, str) for p in as_list(prompt)):
             raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
         if negative_prompt is not None and negative_prompt_ids is not None:
             raise ValueError("Pass `negative_prompt` or `negative_prompt_ids`, not both.")
         if prompt_ids is not None and prompt_ids.ndim != 2:
             raise ValueError(f"`prompt_ids` must be (batch, length), got shape {tuple(prompt_ids.shape)}.")
-        n_prompts = len(_as_list(prompt)) if prompt is not None else prompt_ids.shape[0]
+        n_prompts = len(as_list(prompt)) if prompt is not None else prompt_ids.shape[0]
         if isinstance(negative_prompt, (list, tuple)) and len(negative_prompt) not in (1, n_prompts):
             raise ValueError(f"Got {len(negative_prompt)} negative prompts for {n_prompts} prompts; give one or one each.")
         if (height is None) != (width is None):
@@ -210,7 +208,7 @@ class Emu3Pipeline(DiffusionPipeline):
         """Prompt ids (B, L), mask, grid sizes (B, 2) and the negative ids/mask (None without guidance)."""
         grid = (height // self.spatial_factor, width // self.spatial_factor) if height is not None else (None, None)
         if prompt_ids is None:
-            enc = processor(text=_as_list(prompt), mode="G", ratio=ratio, image_area=image_area,
+            enc = processor(text=as_list(prompt), mode="G", ratio=ratio, image_area=image_area,
                             height=grid[0], width=grid[1], return_tensors="pt", padding="longest")
             ids, mask, sizes = enc["input_ids"], enc["attention_mask"], enc["image_size"]
         else:
@@ -222,7 +220,7 @@ class Emu3Pipeline(DiffusionPipeline):
         if negative_prompt_ids is not None:
             neg_mask = negative_prompt_attention_mask
             return ids, mask, sizes, negative_prompt_ids, neg_mask
-        negatives = _as_list(BAAI_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
+        negatives = as_list(BAAI_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
         negatives = negatives * ids.shape[0] if len(negatives) == 1 else negatives
         enc = processor(text=negatives, mode="G", height=sizes[:, 0].tolist(), width=sizes[:, 1].tolist(),
                         return_tensors="pt", padding="longest")

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from diffusers.utils import BaseOutput
 
-from .pipeline_emu3 import Emu3Pipeline, _as_list, _onload
+from ..utils import as_list
+from .pipeline_emu3 import Emu3Pipeline, _onload
 
 
 @dataclass
@@ -50,14 +51,14 @@ class Emu3ChatPipeline(Emu3Pipeline):
     _callback_tensor_inputs: list[str] = []
 
     def check_chat_inputs(self, prompt, images, video, codes, streamer) -> list[str]:
-        prompts = _as_list(prompt)
+        prompts = as_list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise TypeError("`prompt` must be a question string or a list of them.")
         given = [name for name, x in (("images", images), ("video", video), ("codes", codes)) if x is not None]
         if len(given) != 1:
             raise ValueError(f"Pass exactly one of `images`, `video` or `codes`, got {given or 'none'}.")
-        if images is not None and len(prompts) > 1 and len(_as_list(images)) != len(prompts):
-            raise ValueError(f"Got {len(_as_list(images))} images for {len(prompts)} prompts; pass one per prompt.")
+        if images is not None and len(prompts) > 1 and len(as_list(images)) != len(prompts):
+            raise ValueError(f"Got {len(as_list(images))} images for {len(prompts)} prompts; pass one per prompt.")
         if video is not None and len(prompts) != 1:
             raise ValueError("Pass one question per video call (or precomputed `codes`, one clip per prompt).")
         if streamer is not None and len(prompts) != 1:

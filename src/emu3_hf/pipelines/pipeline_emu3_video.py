@@ -26,7 +26,8 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
-from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _as_list, _onload
+from ..utils import as_list
+from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload
 
 
 @dataclass
@@ -129,9 +130,9 @@ class Emu3VideoPipeline(Emu3Pipeline):
             context = video_codes if video_codes is not None else self._context_codes(processor, video)
             if context.dim() != 3:
                 raise ValueError(f"video_codes must be (T, h, w), got shape {tuple(context.shape)}.")
-            enc = processor(text=_as_list(prompt), mode="G", codes=context.cpu())
-            negatives = _as_list(BAAI_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
-            negatives = negatives * len(_as_list(prompt)) if len(negatives) == 1 else negatives
+            enc = processor(text=as_list(prompt), mode="G", codes=context.cpu())
+            negatives = as_list(BAAI_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
+            negatives = negatives * len(as_list(prompt)) if len(negatives) == 1 else negatives
             neg = processor(text=negatives, mode="G", codes=context.cpu()) if guidance_scale != 1.0 else None
             ids, mask, sizes = enc["input_ids"], enc["attention_mask"], enc["image_size"]
             neg_ids, neg_mask = (neg["input_ids"], neg["attention_mask"]) if neg is not None else (None, None)

@@ -31,6 +31,15 @@ class SpecialIds:
 
     @classmethod
     def from_config(cls, config: Any) -> SpecialIds:
+        """Every special id of an ``Emu3LMConfig``; raises naming the fields a config lacks."""
+        names = ("pad_token_id", "bos_token_id", "eos_token_id", "img_token_id", "boi_token_id", "eoi_token_id",
+                 "eol_token_id", "eof_token_id", "visual_token_offset", "codebook_size")  # fmt: skip
+        missing = [name for name in names if getattr(config, name, None) is None]
+        if missing:
+            raise ValueError(
+                f"The model config has no {', '.join(missing)}; Emu3's vision-token layout needs every special id. "
+                "Load the model with emu3_hf (Emu3LMConfig carries them) or build SpecialIds(...) by hand."
+            )
         eos = config.eos_token_id[0] if isinstance(config.eos_token_id, (list, tuple)) else config.eos_token_id
         return cls(
             bos=config.bos_token_id,

@@ -15,6 +15,7 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from ..utils import as_list
 from .layout import SpecialIds, VisionSegment, split_segments, vision_block_ids
 
 DEFAULT_CHAT_TEMPLATE = "You are a helpful assistant. USER: {image_prompt}{text_prompt}. ASSISTANT:"
@@ -65,9 +66,6 @@ def special_ids_from_tokenizer(tokenizer: Any) -> SpecialIds:
         codebook_size=len(tokenizer) - eoi - 1,
     )
 
-
-def _as_list(x: Any) -> list:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 class Emu3MultimodalProcessor(ProcessorMixin):
@@ -140,7 +138,7 @@ class Emu3MultimodalProcessor(ProcessorMixin):
             raise ValueError("Encoding pixels needs a VQ model: build the processor with vq_model=... "
                              "or pass precomputed `codes`.")
         out = []
-        for image in _as_list(images):
+        for image in as_list(images):
             pixels = self.image_processor(image, return_tensors="pt")["pixel_values"]  # (1, 3, H, W)
             vq = self.vq_model
             pixels = pixels.to(device=vq.device, dtype=vq.dtype)
@@ -152,7 +150,7 @@ class Emu3MultimodalProcessor(ProcessorMixin):
         """VQ codes ``(T / tf, h, w)`` of a clip given as a list of frames (the whole clip encoded at once)."""
         if self.vq_model is None:
             raise ValueError("Encoding a video needs a VQ model: build the processor with vq_model=....")
-        frames = _as_list(frames)
+        frames = as_list(frames)
         if not frames:
             raise ValueError("The video has no frames.")
         tf = self.vq_model.temporal_downsample_factor
@@ -186,13 +184,13 @@ class Emu3MultimodalProcessor(ProcessorMixin):
         if (height is None) != (width is None):
             raise ValueError("Pass both `height` and `width` (token grid) or neither.")
         if height is not None:
-            hs, ws = _as_list(height), _as_list(width)
+            hs, ws = as_list(height), as_list(width)
             if len(hs) == 1:
                 hs, ws = hs * n, ws * n
             if len(hs) != n or len(ws) != n:
                 raise ValueError(f"Got {len(hs)} heights / {len(ws)} widths for {n} prompts.")
             return [(int(h), int(w)) for h, w in zip(hs, ws)]
-        ratios = _as_list(ratio)
+        ratios = as_list(ratio)
         if len(ratios) == 1:
             ratios = ratios * n
         if len(ratios) != n:
@@ -230,7 +228,7 @@ class Emu3MultimodalProcessor(ProcessorMixin):
             raise TypeError(f"Unexpected arguments {sorted(kwargs)}.")
         if text is None:
             raise ValueError("`text` is required (a string or a list of strings).")
-        texts = _as_list(text)
+        texts = as_list(text)
         if mode == "G":
             rows, sizes = self._generation_rows(texts, ratio, image_area, height, width, codes, video)
         elif mode == "U":
@@ -246,7 +244,7 @@ class Emu3MultimodalProcessor(ProcessorMixin):
             codes = self.encode_video(video)
         if codes is not None:
             # Continuation: the given latent frames (T, h, w) follow [IMG]; the grid size is theirs.
-            clips = _as_list(codes) if isinstance(codes, (list, tuple)) else [codes] * len(texts)
+            clips = as_list(codes) if isinstance(codes, (list, tuple)) else [codes] * len(texts)
             if len(clips) != len(texts):
                 raise ValueError(f"Got {len(clips)} code clips for {len(texts)} prompts.")
             rows, sizes = [], []
@@ -267,15 +265,15 @@ class Emu3MultimodalProcessor(ProcessorMixin):
             if per_prompt is None:
                 raise ValueError("Pass one video per call in mode='U' (or precomputed `codes`, one clip per prompt).")
         elif image is not None:
-            images = _as_list(image)
+            images = as_list(image)
             if len(images) != len(texts):
                 raise ValueError(f"Got {len(images)} images for {len(texts)} prompts; pass one (or a list) per prompt.")
             per_prompt = [self.encode_images(im) for im in images]
         else:
-            clips = _as_list(codes) if isinstance(codes, (list, tuple)) else list(codes)
+            clips = as_list(codes) if isinstance(codes, (list, tuple)) else list(codes)
             if len(clips) != len(texts):
                 raise ValueError(f"Got {len(clips)} code grids for {len(texts)} prompts.")
-            per_prompt = [_as_list(c) for c in clips]
+            per_prompt = [as_list(c) for c in clips]
         head, tail = self.understanding_template.split("{image_prompt}")
         before, after = head, tail.split("{text_prompt}")
         rows, sizes = [], []
