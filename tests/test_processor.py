@@ -184,3 +184,51 @@ def test_baai_call_form_and_auto_processor_round_trip(tiny, tmp_path, lm_dir):
     a = tiny(text=["a red circle"], mode="G", ratio="1:1", image_area=64, return_tensors="pt", padding="longest")
     b = loaded(text=["a red circle"], mode="G", ratio="1:1", image_area=64, return_tensors="pt", padding="longest")
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["image_size"], b["image_size"])
+
+
+def test_baai_readme_generation_script_runs_unchanged(tiny, lm_dir, ref, ref_json):
+    """BAAI's README recipe, written against BAAI's processor API, with only the import switched to emu3_hf."""
+    from transformers import GenerationConfig
+    from transformers.generation import (
+        LogitsProcessorList,
+        PrefixConstrainedLogitsProcessor,
+        UnbatchedClassifierFreeGuidanceLogitsProcessor,
+    )
+
+    from emu3_hf import Emu3LMForCausalLM
+
+    gen = ref_json["image_generation"]
+    model = Emu3LMForCausalLM.from_pretrained(lm_dir).eval()
+    kwargs = dict(mode="G", ratio=gen["ratio"], image_area=gen["image_area"], return_tensors="pt", padding="longest")
+    pos_inputs = tiny(text=gen["positive_text"], **kwargs)
+    neg_inputs = tiny(text=gen["negative_text"], **kwargs)
+    h, w = pos_inputs.image_size[:, 0], pos_inputs.image_size[:, 1]
+    processors = LogitsProcessorList(
+        [
+            UnbatchedClassifierFreeGuidanceLogitsProcessor(
+                gen["guidance_scale"], model, unconditional_ids=neg_inputs.input_ids
+            ),
+            PrefixConstrainedLogitsProcessor(tiny.build_prefix_constrained_fn(h, w), num_beams=1),
+        ]
+    )
+    config = GenerationConfig(use_cache=True, do_sample=False, **gen["generation_config"])
+    with torch.no_grad():
+        outputs = model.generate(
+            pos_inputs.input_ids, config, logits_processor=processors, attention_mask=pos_inputs.attention_mask
+        )
+    assert torch.equal(outputs, ref["imggen.output_ids"])
+    mm_list = tiny.decode(outputs[0])
+    images = [m for m in mm_list if isinstance(m, PIL.Image.Image)]
+    assert len(images) == 1 and np.array_equal(np.asarray(images[0]), ref["imggen.decoded_image_uint8"].numpy())
+
+
+def test_skip_special_tokens_decodes_text_only_like_baai(tiny, ref):
+    out = tiny.batch_decode(ref["imggen.output_ids"], skip_special_tokens=True)
+    assert out == [tiny.tokenizer.decode(ref["imggen.output_ids"][0], skip_special_tokens=True)]
+    assert isinstance(out[0], str) and "<|" not in out[0]
+
+
+def test_vision_encode_and_decode_are_the_vq(tiny, vq, ref):
+    codes = tiny.vision_encode(ref["vq.image.pixel_values"])
+    assert torch.equal(codes, ref["vq.image.codes"])
+    torch.testing.assert_close(tiny.vision_decode(codes), vq.decode(codes))

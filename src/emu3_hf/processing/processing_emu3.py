@@ -285,11 +285,17 @@ class Emu3MultimodalProcessor(ProcessorMixin):
         return rows, sizes
 
     # ---------------------------------------------------------------------------------------------- decode
-    def decode(self, ids: torch.Tensor | list[int], strict: bool = True, **kwargs) -> list[Any]:
+    def decode(
+        self, ids: torch.Tensor | list[int], skip_special_tokens: bool = False, strict: bool = True, **kwargs
+    ) -> list[Any] | str:
         """One generated sequence -> a list of text strings and images (PIL; a list of PIL frames for videos).
 
-        Vision blocks are decoded by the VQ when the processor has one, else returned as code tensors.
+        Vision blocks are decoded by the VQ when the processor has one, else returned as code tensors. With
+        ``skip_special_tokens=True`` the result is the text alone, as one string (BAAI's tokenizer drops every
+        special and visual id then, so no image survives; this is what BAAI's understanding example calls).
         """
+        if skip_special_tokens:
+            return self.tokenizer.decode(ids, skip_special_tokens=True, **kwargs)
         out: list[Any] = []
         for seg in split_segments(ids, self.special, strict=strict):
             if isinstance(seg, VisionSegment):
@@ -298,8 +304,32 @@ class Emu3MultimodalProcessor(ProcessorMixin):
                 out.append(self.tokenizer.decode(seg, **kwargs))
         return out
 
-    def batch_decode(self, sequences, **kwargs) -> list[list[Any]]:
+    def batch_decode(self, sequences, **kwargs) -> list[list[Any] | str]:
         return [self.decode(s, **kwargs) for s in sequences]
+
+    # BAAI's processor API, kept so scripts written for BAAI's Emu3Processor run unchanged.
+    def build_prefix_constrained_fn(self, height, width):
+        """BAAI's prefix-constraint callback for transformers' ``PrefixConstrainedLogitsProcessor``: per row, the
+        tokens the image layout allows next. ``height``/``width`` are token grids (ints, lists or tensors, one per
+        row, e.g. ``inputs["image_size"][:, 0]``). Use a fresh one per ``generate`` call; the
+        :func:`~emu3_hf.generation.generate_image_tokens` engine does the same job much faster."""
+        from ..generation.transformers_recipe import BaaiPrefixRules
+
+        heights = [int(h) for h in (height.tolist() if isinstance(height, torch.Tensor) else as_list(height))]
+        widths = [int(w) for w in (width.tolist() if isinstance(width, torch.Tensor) else as_list(width))]
+        return BaaiPrefixRules(self.special, heights, widths)
+
+    def vision_encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The VQ's ``encode`` (BAAI's name)."""
+        if self.vq_model is None:
+            raise ValueError("vision_encode needs a VQ model: build the processor with vq_model=....")
+        return self.vq_model.encode(pixel_values)
+
+    def vision_decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The VQ's ``decode`` (BAAI's name)."""
+        if self.vq_model is None:
+            raise ValueError("vision_decode needs a VQ model: build the processor with vq_model=....")
+        return self.vq_model.decode(codes)
 
     def parse_codes(self, ids: torch.Tensor | list[int], strict: bool = True) -> list[torch.Tensor]:
         """The code grids ``(T, h, w)`` of every vision block in a sequence."""
