@@ -201,3 +201,19 @@ def test_chat_errors(chat, kwargs, message):
     kwargs.setdefault("prompt", "Describe.")
     with pytest.raises(ValueError, match=message):
         chat(**kwargs)
+
+
+def test_chat_streams_through_a_text_iterator_streamer(chat, ref):
+    import threading
+
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(chat.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=60)
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(out=chat("What is it?", images=_image(ref, 2), max_new_tokens=5, streamer=streamer))
+    )
+    worker.start()
+    streamed = "".join(streamer)
+    worker.join()
+    assert streamed.strip() == result["out"].text[0]
