@@ -68,12 +68,9 @@ class Emu3LMPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-
-    def _init_weights(self, module: nn.Module) -> None:
-        # transformers' default covers Linear/Embedding (normal(0, initializer_range), zeroed padding row like
-        # BAAI), RMSNorm weights and -- importantly -- recomputes the RoPE inv_freq buffers, which are garbage
-        # after a meta-device `from_pretrained` otherwise.
-        super()._init_weights(module)
+    # transformers' default `_init_weights` fits exactly: normal(0, initializer_range) Linear/Embedding weights with
+    # the padding row zeroed (BAAI's init), RMSNorm weights of one, and -- importantly -- it recomputes the RoPE
+    # `inv_freq` buffers, which are garbage after a meta-device `from_pretrained` otherwise.
 
 
 class Emu3LMModel(Emu3LMPreTrainedModel):
