@@ -50,22 +50,20 @@ def calculate_generate_size(ratio: str, image_area: int, spatial_factor: int) ->
 
 
 def special_ids_from_tokenizer(tokenizer: Any) -> SpecialIds:
-    """The layout ids of an Emu3 tokenizer (its visual block fills the vocabulary after ``<|image end|>``)."""
+    """The layout ids of an :class:`Emu3Tokenizer`."""
     conv = tokenizer.convert_tokens_to_ids
-    eoi = conv(tokenizer.eoi_token)
     return SpecialIds(
         bos=tokenizer.bos_token_id,
         eos=tokenizer.eos_token_id,
         pad=tokenizer.pad_token_id,
         img=conv(tokenizer.img_token),
         boi=conv(tokenizer.boi_token),
-        eoi=eoi,
+        eoi=conv(tokenizer.eoi_token),
         eol=conv(tokenizer.eol_token),
         eof=conv(tokenizer.eof_token),
-        visual_offset=eoi + 1,
-        codebook_size=len(tokenizer) - eoi - 1,
+        visual_offset=tokenizer.visual_token_offset,
+        codebook_size=tokenizer.codebook_size,
     )
-
 
 
 class Emu3MultimodalProcessor(ProcessorMixin):
