@@ -217,3 +217,16 @@ def test_chat_streams_through_a_text_iterator_streamer(chat, ref):
     streamed = "".join(streamer)
     worker.join()
     assert streamed.strip() == result["out"].text[0]
+
+
+def test_mismatched_tokenizer_is_a_clear_error(lm_dir, vq_dir, tok):
+    from emu3_hf import Emu3LMForCausalLM, Emu3Pipeline, Emu3VisionVQImageProcessor, Emu3VisionVQModel
+
+    pipe = Emu3Pipeline(
+        model=Emu3LMForCausalLM.from_pretrained(lm_dir),
+        vq_model=Emu3VisionVQModel.from_pretrained(vq_dir),
+        tokenizer=tok,  # the real 184622-token vocabulary, not the tiny model's
+        image_processor=Emu3VisionVQImageProcessor.from_pretrained(vq_dir),
+    )
+    with pytest.raises(ValueError, match="tokenizer belongs to another model"):
+        pipe("a cat", height=4, width=4)

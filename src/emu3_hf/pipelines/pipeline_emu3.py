@@ -34,6 +34,7 @@ from ..generation import RowProgress, generate_image_tokens
 from ..modeling.modeling_emu3 import Emu3LMForCausalLM
 from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from ..processing.image_processing_emu3visionvq import Emu3VisionVQImageProcessor
+from ..processing.layout import SpecialIds
 from ..processing.processing_emu3 import Emu3MultimodalProcessor
 from ..processing.tokenization_emu3 import Emu3Tokenizer
 from ..utils import as_list
@@ -149,10 +150,26 @@ class Emu3Pipeline(DiffusionPipeline):
         return self.vq_model.spatial_scale_factor
 
     def make_processor(self) -> Emu3MultimodalProcessor:
-        """The prompt processor for the current components (prompt layouts live there, not here)."""
-        return Emu3MultimodalProcessor(
+        """The prompt processor for the current components (prompt layouts live there, not here).
+
+        Raises when the tokenizer's special or visual ids differ from the LM config's (a tokenizer of another
+        model), which would otherwise generate garbage silently.
+        """
+        processor = Emu3MultimodalProcessor(
             self.image_processor, self.tokenizer, vq_model=self.vq_model, image_area=self.model.config.image_area
         )
+        expected = SpecialIds.from_config(self.model.config)
+        if processor.special != expected:
+            raise ValueError(
+                f"The tokenizer's layout ids {processor.special} differ from the model config's {expected}: the "
+                "tokenizer belongs to another model. Load the tokenizer saved with this model."
+            )
+        if self.vq_model.codebook_size != expected.codebook_size:
+            raise ValueError(
+                f"The VQ has {self.vq_model.codebook_size} codes but the LM has {expected.codebook_size} visual "
+                "tokens: the VQ belongs to another model."
+            )
+        return processor
 
     def check_inputs(
         self,
