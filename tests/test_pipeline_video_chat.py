@@ -230,3 +230,16 @@ def test_mismatched_tokenizer_is_a_clear_error(lm_dir, vq_dir, tok):
     )
     with pytest.raises(ValueError, match="tokenizer belongs to another model"):
         pipe("a cat", height=4, width=4)
+
+
+def test_video_and_chat_pipelines_load_a_saved_image_pipeline_folder(video_pipe, tmp_path):
+    """README: a folder saved by Emu3Pipeline loads as Emu3VideoPipeline / Emu3ChatPipeline (same components)."""
+    from emu3_hf import Emu3Pipeline
+
+    image_pipe = Emu3Pipeline(**video_pipe.components)
+    image_pipe.save_pretrained(tmp_path)
+    for cls in (Emu3VideoPipeline, Emu3ChatPipeline):
+        loaded = cls.from_pretrained(tmp_path)
+        assert type(loaded) is cls
+        state = loaded.model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in video_pipe.model.state_dict().items())
