@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 
 import torch
@@ -29,49 +30,50 @@ _LM_CONFIG_FIELDS = (
 )  # fmt: skip
 
 
+# Structural renames of the VQ, BAAI template -> native template, tried in order (the first match wins in both
+# directions). {side}: encoder|decoder, {L}: level, {j}: block, {proj}: an attention projection (named per layout).
+_VQ_RULES = (
+    ("{side}.mid.attn_1.norm.", "{side}.middle_block.attn_norm."),
+    ("{side}.mid.attn_1.{proj}.", "{side}.middle_block.attn_1.{proj}."),
+    ("{side}.mid.", "{side}.middle_block."),
+    ("encoder.down.{L}.attn.{j}.norm.", "encoder.down_block.down.{L}.attn_norms.{j}."),
+    ("decoder.up.{L}.attn.{j}.norm.", "decoder.up_block.up.{L}.attn_norms.{j}."),
+    ("encoder.down.{L}.attn.{j}.{proj}.", "encoder.down_block.down.{L}.attn.{j}.{proj}."),
+    ("decoder.up.{L}.attn.{j}.{proj}.", "decoder.up_block.up.{L}.attn.{j}.{proj}."),
+    ("encoder.down.", "encoder.down_block.down."),
+    ("decoder.up.", "decoder.up_block.up."),
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _template_regex(template: str, proj_names: tuple[str, ...]) -> re.Pattern:
+    groups = {"side": "encoder|decoder", "L": r"\d+", "j": r"\d+", "proj": "|".join(proj_names)}
+    parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, name, ..., literal
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{groups[p]})" for i, p in enumerate(parts))
+    return re.compile("^" + regex)
+
+
+def _rename_vq_key(key: str, to_native: bool) -> str:
+    proj = _ATTN_PROJ if to_native else _ATTN_PROJ_BACK
+    for baai, native in _VQ_RULES:
+        source, target = (baai, native) if to_native else (native, baai)
+        match = _template_regex(source, tuple(proj)).match(key)
+        if match:
+            values = match.groupdict()
+            if "proj" in values:
+                values["proj"] = proj[values["proj"]]
+            return target.format(**values) + key[match.end() :]
+    return key
+
+
 def vq_key_to_native(key: str) -> str:
     """BAAI VQ key -> native VQ key (without the ``model.vqmodel.`` prefix)."""
-    rules = (
-        (r"^(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.middle_block.attn_norm."),
-        (r"^(encoder|decoder)\.mid\.attn_1\.(q|k|v|proj_out)\.", lambda m: f"{m[1]}.middle_block.attn_1.{_ATTN_PROJ[m[2]]}."),
-        (r"^(encoder|decoder)\.mid\.", r"\1.middle_block."),
-        (r"^encoder\.down\.(\d+)\.attn\.(\d+)\.norm\.", r"encoder.down_block.down.\1.attn_norms.\2."),
-        (r"^decoder\.up\.(\d+)\.attn\.(\d+)\.norm\.", r"decoder.up_block.up.\1.attn_norms.\2."),
-        (r"^encoder\.down\.(\d+)\.attn\.(\d+)\.(q|k|v|proj_out)\.",
-         lambda m: f"encoder.down_block.down.{m[1]}.attn.{m[2]}.{_ATTN_PROJ[m[3]]}."),
-        (r"^decoder\.up\.(\d+)\.attn\.(\d+)\.(q|k|v|proj_out)\.",
-         lambda m: f"decoder.up_block.up.{m[1]}.attn.{m[2]}.{_ATTN_PROJ[m[3]]}."),
-        (r"^encoder\.down\.", "encoder.down_block.down."),
-        (r"^decoder\.up\.", "decoder.up_block.up."),
-    )  # fmt: skip
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    return key
+    return _rename_vq_key(key, to_native=True)
 
 
 def vq_key_to_baai(key: str) -> str:
     """Native VQ key (without prefix) -> BAAI VQ key; the inverse of :func:`vq_key_to_native`."""
-    rules = (
-        (r"^(encoder|decoder)\.middle_block\.attn_norm\.", r"\1.mid.attn_1.norm."),
-        (r"^(encoder|decoder)\.middle_block\.attn_1\.(q_proj|k_proj|v_proj|out_proj)\.",
-         lambda m: f"{m[1]}.mid.attn_1.{_ATTN_PROJ_BACK[m[2]]}."),
-        (r"^(encoder|decoder)\.middle_block\.", r"\1.mid."),
-        (r"^encoder\.down_block\.down\.(\d+)\.attn_norms\.(\d+)\.", r"encoder.down.\1.attn.\2.norm."),
-        (r"^decoder\.up_block\.up\.(\d+)\.attn_norms\.(\d+)\.", r"decoder.up.\1.attn.\2.norm."),
-        (r"^encoder\.down_block\.down\.(\d+)\.attn\.(\d+)\.(q_proj|k_proj|v_proj|out_proj)\.",
-         lambda m: f"encoder.down.{m[1]}.attn.{m[2]}.{_ATTN_PROJ_BACK[m[3]]}."),
-        (r"^decoder\.up_block\.up\.(\d+)\.attn\.(\d+)\.(q_proj|k_proj|v_proj|out_proj)\.",
-         lambda m: f"decoder.up.{m[1]}.attn.{m[2]}.{_ATTN_PROJ_BACK[m[3]]}."),
-        (r"^encoder\.down_block\.down\.", "encoder.down."),
-        (r"^decoder\.up_block\.up\.", "decoder.up."),
-    )  # fmt: skip
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    return key
+    return _rename_vq_key(key, to_native=False)
 
 
 def _is_attn_projection_weight(native_key: str) -> bool:
