@@ -60,6 +60,26 @@ def _onload(module: torch.nn.Module) -> None:
 
 
 
+def format_uint8_outputs(items: list[np.ndarray], output_type: str):
+    """Post-processed uint8 outputs -> the pipeline's ``output_type``.
+
+    ``items`` holds one array per image (H, W, 3) or per video (T, H, W, 3). "pil": a PIL image (a list of PIL
+    frames for a video) per item; "np": float32 in [0, 1], channels last; "pt": float32 in [0, 1], channels before
+    H and W. Items of one size are stacked; a mixed-size batch stays a list.
+    """
+    if output_type == "pil":
+        return [PIL.Image.fromarray(a) if a.ndim == 3 else [PIL.Image.fromarray(f) for f in a] for a in items]
+    if output_type == "np":
+        arrays = [a.astype(np.float32) / 255.0 for a in items]
+    elif output_type == "pt":
+        arrays = [torch.from_numpy(np.moveaxis(a, -1, -3).copy()).float() / 255.0 for a in items]
+    else:
+        raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'tokens', got {output_type!r}.")
+    if len({a.shape for a in items}) != 1:
+        return arrays
+    return np.stack(arrays) if output_type == "np" else torch.stack(arrays)
+
+
 class Emu3Pipeline(DiffusionPipeline):
     r"""Text-to-image generation with Emu3 (BAAI ``Emu3-Gen``).
 
@@ -314,16 +334,7 @@ class Emu3Pipeline(DiffusionPipeline):
             images = self.image_processor.postprocess(pixels, return_tensors="np")["pixel_values"]  # uint8 (n,H,W,3)
             for row, image in zip(rows, images):
                 uint8[row] = image
-        if output_type == "pil":
-            return [PIL.Image.fromarray(image) for image in uint8]
-        same_size = len({image.shape for image in uint8}) == 1
-        if output_type == "np":
-            arrays = [image.astype(np.float32) / 255.0 for image in uint8]
-            return np.stack(arrays) if same_size else arrays
-        if output_type == "pt":
-            tensors = [torch.from_numpy(image).permute(2, 0, 1).float() / 255.0 for image in uint8]
-            return torch.stack(tensors) if same_size else tensors
-        raise ValueError(f"decode_codes output_type must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        return format_uint8_outputs(uint8, output_type)
 
     # ------------------------------------------------------------------------------------------------ call
     @torch.no_grad()

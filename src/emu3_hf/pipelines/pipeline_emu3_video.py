@@ -27,7 +27,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..utils import as_list
-from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload
+from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload, format_uint8_outputs
 
 
 @dataclass
@@ -180,14 +180,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         pixels = vq.decode(codes.clamp_min(0).to(vq.device)).float().cpu()  # (B, T*tf, 3, H, W)
         b, t = pixels.shape[:2]
         uint8 = self.image_processor.postprocess(pixels.flatten(0, 1), return_tensors="np")["pixel_values"]
-        uint8 = np.asarray(uint8).reshape(b, t, *uint8[0].shape)  # (B, T, H, W, 3)
-        if output_type == "pil":
-            return [[PIL.Image.fromarray(f) for f in clip] for clip in uint8]
-        if output_type == "np":
-            return uint8.astype(np.float32) / 255.0
-        if output_type == "pt":
-            return torch.from_numpy(uint8).permute(0, 1, 4, 2, 3).float() / 255.0
-        raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'tokens', got {output_type!r}.")
+        return format_uint8_outputs(list(np.asarray(uint8).reshape(b, t, *uint8[0].shape)), output_type)
 
 
 __all__ = ["Emu3VideoPipeline", "Emu3VideoPipelineOutput"]
