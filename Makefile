@@ -6,7 +6,10 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: setup run test bench clean
+OLDEST_VENV ?= .venv-oldest
+OLD_PY := $(OLDEST_VENV)/bin/python
+
+.PHONY: setup run test test-oldest bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +28,23 @@ run: setup
 test: setup
 	$(PY) -m pytest -q -m "not slow and not gpu" tests
 
+# The same suite on the oldest releases pyproject declares (its lower bounds, pinned exactly).
+$(OLDEST_VENV)/.installed: pyproject.toml scripts/oldest_requirements.py
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLD_PY) -m pip install -q --upgrade pip
+ifeq ($(HAS_GPU),)
+	$(OLD_PY) -m pip install -q $(TORCH_PIN)
+endif
+	$(PYTHON) scripts/oldest_requirements.py > $(OLDEST_VENV)/oldest.txt
+	$(OLD_PY) -m pip install -q -r $(OLDEST_VENV)/oldest.txt -e ".[dev]"
+	$(OLD_PY) scripts/oldest_requirements.py --check
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLD_PY) -m pytest -q -m "not slow and not gpu" tests
+
 bench: setup
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) build *.egg-info

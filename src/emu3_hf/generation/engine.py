@@ -103,7 +103,7 @@ def prefill(
     key_mask = torch.zeros(attention_mask.shape[0], mask_length, dtype=attention_mask.dtype, device=attention_mask.device)
     key_mask[:, : attention_mask.shape[1]] = attention_mask
     out = decoder(
-        input_ids=input_ids, attention_mask=key_mask, position_ids=positions, past_key_values=cache, use_cache=True
+        input_ids=input_ids, attention_mask=key_mask, position_ids=positions, cache=cache, use_cache=True
     )
     return out.last_hidden_state[:, -1]  # (B2, D): left padding puts every row's last token at -1
 
@@ -120,7 +120,7 @@ def decode_step(
     Pure tensor code with fixed shapes under a static cache, so it can be ``torch.compile``'d.
     """
     out = decoder(
-        input_ids=tokens, attention_mask=attention_mask, position_ids=positions, past_key_values=cache, use_cache=True
+        input_ids=tokens, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True
     )
     return out.last_hidden_state[:, -1]
 

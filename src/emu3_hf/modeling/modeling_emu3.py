@@ -1,27 +1,121 @@
 """The Emu3 language model: a Llama-style decoder over text and visual tokens, with BAAI's weight names.
 
-Reads top-down: decoder layer -> base model -> causal-LM head. Attention, RoPE, RMSNorm and the MLP are
-transformers' own Llama building blocks (identical math to BAAI's code: rotate-half RoPE, fp32 RMSNorm, GQA,
-SwiGLU), so every attention backend registered in ``ALL_ATTENTION_FUNCTIONS`` (eager, sdpa, flash_attention_2,
-flex_attention, ...) works. What is Emu3-specific: BAAI's residual/embedding dropout (train mode only), BAAI's
-``hidden_states`` tuple, and the special ids in the config.
+Reads top-down: attention -> decoder layer -> base model -> causal-LM head. RMSNorm, the SwiGLU MLP and the rotary
+embedding are transformers' own Llama modules (their call signatures have not changed across the supported
+releases; tests pin their math against independent formulas). The attention block is written here against
+transformers' public attention interface (``ALL_ATTENTION_FUNCTIONS``, ``Cache.update``), so every registered
+backend (eager, sdpa, flash_attention_2, flex_attention, ...) works, and no upstream forward signature is inherited:
+transformers 5.24 renamed the cache argument of its modules and may do so again. What is Emu3-specific: BAAI's
+residual/embedding dropout (train mode only), BAAI's ``hidden_states`` tuple, and the special ids in the config.
+
+The KV cache is ``cache`` in every forward (transformers >= 5.24 spelling); ``past_key_values`` is accepted too,
+because older releases' ``generate`` passes that name. See :mod:`.transformers_compat`.
 
 This module imports only torch/transformers so it can be exported as Hub remote code.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
-from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from .configuration_emu3 import Emu3LMConfig
+from .transformers_compat import OUTPUT_CACHE_FIELD, causal_mask, keep_last_positions, resolve_cache_argument, with_cache_field
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate-half RoPE (BAAI's and Llama's): q, k (B, heads, L, hd); cos, sin (B, L, hd)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # broadcast over heads
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+def eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,  # (B, H, L, hd)
+    key: torch.Tensor,  # (B, Hkv, S, hd)
+    value: torch.Tensor,  # (B, Hkv, S, hd)
+    attention_mask: torch.Tensor | None,  # (B, 1, L, S) additive
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention with the attention interface's signature; returns (B, L, H, hd) and the weights."""
+    groups = module.num_key_value_groups
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)  # GQA -> (B, H, S, hd)
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, L, S)
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class Emu3Attention(nn.Module):
+    """Multi-head attention with grouped KV heads; keys ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` (BAAI's).
+
+    The backend is ``config._attn_implementation``, looked up in transformers' ``ALL_ATTENTION_FUNCTIONS`` (its
+    documented extension point), with :func:`eager_attention` for ``"eager"``.
+    """
+
+    is_causal = True  # read by the sdpa / flash backends
+
+    def __init__(self, config: Emu3LMConfig, layer_idx: int):
+        super().__init__()
+        self.config, self.layer_idx = config, layer_idx
+        self.head_dim = config.head_dim
+        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_kv_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # (B, L, D)
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],  # cos, sin: (B, L, hd)
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length = hidden_states.shape[:2]
+        q = self.q_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+        k = self.k_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
+        v = self.v_proj(hidden_states).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, k, *position_embeddings)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, Hkv, S, hd): everything cached so far
+        backend = self.config._attn_implementation
+        attend: Callable = eager_attention if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
+        out, weights = attend(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )  # out: (B, L, H, hd)
+        return self.o_proj(out.reshape(batch, length, -1)), weights
 
 
 class Emu3DecoderLayer(GradientCheckpointingLayer):
@@ -30,7 +124,7 @@ class Emu3DecoderLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: Emu3LMConfig, layer_idx: int):
         super().__init__()
-        self.self_attn = LlamaAttention(config=config, layer_idx=layer_idx)
+        self.self_attn = Emu3Attention(config, layer_idx)
         self.mlp = LlamaMLP(config)
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
@@ -41,14 +135,14 @@ class Emu3DecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,  # (B, L, D)
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_out, attn_weights = self.self_attn(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + self.dropout(attn_out)
@@ -62,7 +156,7 @@ class Emu3LMPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["Emu3DecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -98,14 +192,16 @@ class Emu3LMModel(Emu3LMPreTrainedModel):
         input_ids: torch.LongTensor | None = None,  # (B, L)
         attention_mask: torch.Tensor | None = None,  # (B, past + L), 1 = attend
         position_ids: torch.LongTensor | None = None,  # (B, L); default arange(past, past + L) like BAAI
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,  # (B, L, D)
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values: Cache | None = None,  # the name transformers < 5.24 uses for `cache`
         **kwargs,
     ) -> BaseModelOutputWithPast | tuple:
+        cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -119,20 +215,16 @@ class Emu3LMModel(Emu3LMPreTrainedModel):
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if not use_cache:
+            cache = None  # a cache given with use_cache=False is neither read nor written
+        elif cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
-            past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_len = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(past_len, past_len + inputs_embeds.shape[1], device=inputs_embeds.device)
             position_ids = position_ids.unsqueeze(0)
 
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-        )
+        mask = causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids)
         hidden_states = self.dropout(inputs_embeds)
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
 
@@ -146,7 +238,7 @@ class Emu3LMModel(Emu3LMPreTrainedModel):
                 hidden_states,
                 attention_mask=mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values if use_cache else None,
+                cache=cache,
                 **kwargs,
             )
             if output_attentions:
@@ -155,9 +247,10 @@ class Emu3LMModel(Emu3LMPreTrainedModel):
         if output_hidden_states:
             all_hidden.append(hidden_states)
 
-        out = BaseModelOutputWithPast(
+        out = with_cache_field(
+            BaseModelOutputWithPast,
+            cache,
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attn) if output_attentions else None,
         )
@@ -209,7 +302,7 @@ class Emu3LMForCausalLM(Emu3LMPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,  # (B, L); -100 = ignored
         use_cache: bool | None = None,
@@ -217,6 +310,7 @@ class Emu3LMForCausalLM(Emu3LMPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,  # the name transformers < 5.24 uses for `cache`
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -224,7 +318,7 @@ class Emu3LMForCausalLM(Emu3LMPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache_argument(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -232,18 +326,19 @@ class Emu3LMForCausalLM(Emu3LMPreTrainedModel, GenerationMixin):
             return_dict=True,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))  # (B, L', V)
+        logits = self.lm_head(keep_last_positions(outputs.last_hidden_state, logits_to_keep))  # (B, L', V)
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        out = CausalLMOutputWithPast(
+        out = with_cache_field(
+            CausalLMOutputWithPast,
+            getattr(outputs, OUTPUT_CACHE_FIELD),
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
         return out if return_dict else out.to_tuple()
 
 
-__all__ = ["Emu3DecoderLayer", "Emu3LMPreTrainedModel", "Emu3LMModel", "Emu3LMForCausalLM"]
+__all__ = ["Emu3Attention", "Emu3DecoderLayer", "Emu3LMPreTrainedModel", "Emu3LMModel", "Emu3LMForCausalLM"]

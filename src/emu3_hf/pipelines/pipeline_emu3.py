@@ -20,8 +20,6 @@ Example:
     ```
 """
 
-from __future__ import annotations
-
 import os
 from typing import Any, Callable, Sequence
 

@@ -14,8 +14,6 @@ Example:
     ```
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any
 

@@ -16,8 +16,6 @@ Example:
     ```
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
