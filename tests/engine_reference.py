@@ -6,6 +6,10 @@ image layout forbids (layout written out as a plain Python list, BAAI's rule), t
 greedy = argmax; sampling = temperature, top-k, top-p (transformers' ascending-sort formulation), softmax, then an
 exponential race with one Exp(1) draw per visual token per row, drawn at every step where some row samples (the
 convention the engine follows, so that a shared seed gives identical draws).
+
+A callback's steering is restated just as plainly: ``edit(step, generated)`` may rewrite the lists of ids generated
+so far after any step (the next step reads them, there is no cache to roll back), and ``guidance_at(step)`` gives
+the guidance weight of each step.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ def reference_generate(
     top_k: int | None = None,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    edit=None,
+    guidance_at=None,
 ) -> torch.Tensor:
     """Generated ids (B, N), rows that finish early padded with the pad id."""
     layouts = [layout(h, w, num_frames, ids) for h, w in zip(heights, widths)]
@@ -82,9 +88,10 @@ def reference_generate(
                 generated[row].append(rule)
                 continue
             scores = _last_logits(model, prompts[row] + generated[row]).log_softmax(-1)
-            if guidance_scale != 1.0:
+            scale = guidance_at(step) if guidance_at is not None else guidance_scale
+            if scale != 1.0:
                 uncond = _last_logits(model, negatives[row] + generated[row]).log_softmax(-1)
-                scores = uncond + guidance_scale * (scores - uncond)
+                scores = uncond + scale * (scores - uncond)
             keep = torch.zeros(vocab, dtype=torch.bool)
             keep[visual] = True
             scores = torch.where(keep, scores, torch.full_like(scores, float("-inf")))
@@ -95,4 +102,6 @@ def reference_generate(
             race = torch.ones(vocab)
             race[visual] = noise[row]
             generated[row].append(int((scores.softmax(-1) / race).argmax()))
+        if edit is not None:
+            edit(step, generated)
     return torch.tensor(generated)

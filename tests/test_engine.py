@@ -382,8 +382,10 @@ def test_errors_name_the_problem(lm_sdpa, ref):
         generate_image_tokens(lm_sdpa, pos, height=3, width=4, guidance_scale=1.0, top_p=0.0)
     with pytest.raises(ValueError, match="one per row"):
         generate_image_tokens(lm_sdpa, pos.repeat(2, 1), height=[3, 3, 3], width=4, guidance_scale=1.0)
-    with pytest.raises(TypeError, match="one torch.Generator"):
-        generate_image_tokens(lm_sdpa, pos, height=3, width=4, guidance_scale=1.0, generator=[torch.Generator()])
+    with pytest.raises(ValueError, match="2 generators for 1 rows"):
+        generate_image_tokens(lm_sdpa, pos, height=3, width=4, guidance_scale=1.0, generator=[torch.Generator()] * 2)
+    with pytest.raises(TypeError, match="torch.Generator or a list"):
+        generate_image_tokens(lm_sdpa, pos, height=3, width=4, guidance_scale=1.0, generator=0)
     with pytest.raises(ValueError, match="no img_token_id, .*eol_token_id"):
         from transformers import LlamaConfig
 

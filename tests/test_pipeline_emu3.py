@@ -218,7 +218,7 @@ def test_check_inputs_errors(pipe):
     with pytest.raises(ValueError, match="both `height` and `width`"):
         pipe("a cat", height=8)
     with pytest.raises(ValueError, match="output_type"):
-        pipe("a cat", output_type="latent")
+        pipe("a cat", output_type="latents")
     with pytest.raises(ValueError, match="2 negative prompts for 3 prompts"):
         pipe(["a", "b", "c"], negative_prompt=["x", "y"])
     with pytest.raises(ValueError, match="pass the matching `height`"):

@@ -11,6 +11,7 @@ Example:
 from .engine import (
     ImageTokensOutput,
     RowProgress,
+    RowUpdate,
     build_guidance_batch,
     decode_step,
     generate_image_tokens,
@@ -24,6 +25,7 @@ __all__ = [
     "SAMPLE",
     "ImageTokensOutput",
     "RowProgress",
+    "RowUpdate",
     "SamplingConfig",
     "VisionGrammar",
     "SpecialIds",

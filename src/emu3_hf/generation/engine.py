@@ -37,7 +37,7 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, StaticCache
 
 from .grammar import SAMPLE, SpecialIds, VisionGrammar, token_ids_from_config
-from .sampling import SamplingConfig, guided_scores, pick_tokens
+from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
 
 CacheImplementation = Literal["dynamic", "static"]
 _MASK_4D_BACKENDS = ("eager", "sdpa")  # backends that accept an additive (B, 1, q, kv) float mask as is
@@ -74,6 +74,9 @@ class RowProgress:
         rows_done: image rows each sequence has completed so far (frames included: frame f, row r -> ``f*H + r + 1``).
         total_rows: image rows each sequence generates in all.
         generated_ids: (B, step + 1) view of the ids generated so far (valid during the callback).
+        guidance_scale: the guidance weight in force.
+
+    The callback may return a :class:`RowUpdate` (or a dict with its field names) to steer what follows.
     """
 
     step: int
@@ -81,11 +84,30 @@ class RowProgress:
     total_rows: list[int]
     generated_ids: torch.Tensor
     grammar: VisionGrammar
+    guidance_scale: float
 
     @property
     def codes(self) -> torch.Tensor:
         """Partial code grids (B, T, Hmax, Wmax), -1 where not generated yet: decode them for a preview."""
         return self.grammar.codes_from_tokens(self.generated_ids)
+
+
+@dataclass
+class RowUpdate:
+    """What a row callback may return to steer the rest of the generation (every field optional).
+
+    Attributes:
+        codes: (B, T, Hmax, Wmax) edited partial grids (the shape of :attr:`RowProgress.codes`); the codes already
+            generated are replaced and the tokens after them are generated from the edited ones. Edits of rows
+            already in the KV cache re-feed them, which needs the dynamic cache.
+        guidance_scale: the guidance weight from now on (a call started with guidance 1.0 has no negative rows to
+            guide with, so it cannot turn guidance on).
+        stop: end generation now; the output holds what exists (codes not generated are -1).
+    """
+
+    codes: torch.Tensor | None = None
+    guidance_scale: float | None = None
+    stop: bool = False
 
 
 # ---- the three building blocks -------------------------------------------------------------------------------------
@@ -222,12 +244,39 @@ def _make_cache(model: nn.Module, kind: str, max_len: int) -> Cache:
     raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {kind!r}.")
 
 
-def _check_generator(generator: torch.Generator | None) -> None:
+def _check_generator(generator, batch: int) -> Generators:
+    """One generator (or None) for the batch, or a list of exactly one per row (diffusers' convention)."""
     if isinstance(generator, (list, tuple)):
-        raise TypeError(
-            "Pass one torch.Generator for the whole batch (a list of generators is not supported); rows of one call "
-            "draw from it in order."
-        )
+        if len(generator) != batch or not all(isinstance(g, torch.Generator) for g in generator):
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for {batch} rows: pass one torch.Generator per generated "
+                "image (prompts x num_images_per_prompt), or a single torch.Generator for the whole batch."
+            )
+        return list(generator)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or a list of them, got {type(generator).__name__}.")
+    return generator
+
+
+def _write_codes(grammar: VisionGrammar, generated: torch.Tensor, done: int, codes: torch.Tensor) -> int | None:
+    """Write a callback's edited code grids into the first ``done`` generated ids; returns the earliest step whose id
+    changed (None when nothing changed).
+
+    ``codes`` is (B, T, Hmax, Wmax) like :attr:`RowProgress.codes`; only codes already generated are read.
+    """
+    steps = grammar.code_steps.to(generated.device)
+    if tuple(codes.shape) != tuple(steps.shape):
+        raise ValueError(f"Edited codes must have the shape of the partial grids {tuple(steps.shape)}, got "
+                         f"{tuple(codes.shape)}.")
+    known = (steps >= 0) & (steps < done)  # (B, T, Hmax, Wmax)
+    values = codes.to(generated.device).long()[known]
+    if bool(((values < 0) | (values >= grammar.ids.codebook_size)).any()):
+        raise ValueError(f"Edited codes must lie in [0, {grammar.ids.codebook_size}) where they were generated.")
+    rows = torch.arange(generated.shape[0], device=generated.device)[:, None, None, None].expand_as(steps)[known]
+    before = generated.clone()
+    generated[rows, steps[known]] = values + grammar.ids.visual_offset
+    changed = torch.nonzero((generated[:, :done] != before[:, :done]).any(0)).flatten()
+    return int(changed[0]) if changed.numel() else None
 
 
 # ---- the engine ----------------------------------------------------------------------------------------------------
@@ -250,7 +299,7 @@ def generate_image_tokens(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     num_frames: int = 1,
-    callback: Callable[[RowProgress], None] | None = None,
+    callback: Callable[[RowProgress], RowUpdate | dict | None] | None = None,
     cache_implementation: CacheImplementation = "dynamic",
     token_ids: SpecialIds | None = None,
 ) -> ImageTokensOutput:
@@ -266,9 +315,11 @@ def generate_image_tokens(
         guidance_scale: CFG weight ``g`` in ``uncond + g * (cond - uncond)``; 1.0 disables guidance.
         do_sample, temperature, top_k, top_p: sampling over the visual tokens (greedy when ``do_sample=False``).
         generator: the only source of randomness; on the model's device or on the CPU (noise is then drawn on
-            the CPU and copied over).
+            the CPU and copied over). A list of one generator per row makes row ``i`` equal to its prompt
+            generated alone with generator ``i`` (diffusers' convention).
         num_frames: latent frames to generate, each closed by EOF (videos); 1 for an image.
-        callback: called with a :class:`RowProgress` each time an image row is completed.
+        callback: called with a :class:`RowProgress` each time an image row is completed; it may return a
+            :class:`RowUpdate` (edited codes, a new guidance scale, or stop).
         cache_implementation: "dynamic" (CPU default) or "static" (fixed shapes, for compiled decoding).
         token_ids: override the special ids (for models whose config does not carry them).
 
@@ -287,11 +338,14 @@ def generate_image_tokens(
             f"The visual block [{ids.visual_offset}, {ids.visual_offset + ids.codebook_size}) exceeds the LM head's "
             f"{head.weight.shape[0]} rows; check visual_token_offset / codebook_size in the config."
         )
-    _check_generator(generator)
+    batch = input_ids.shape[0]
+    generator = _check_generator(generator, batch)
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     input_ids = input_ids.to(device).long()
-    batch = input_ids.shape[0]
-    grammar = VisionGrammar.build(ids, height, width, num_frames, batch_size=batch).to(device)
+    grammar = VisionGrammar.build(ids, height, width, num_frames, batch_size=batch)
+    # (N, B) host bools: which rows sample at each step; per-row generators advance only for those
+    sampling_rows = (grammar.forced == SAMPLE).t().tolist() if isinstance(generator, list) else None
+    grammar = grammar.to(device)
 
     # 1. One batch of prompts (+ negative prompts), left-padded; the cache holds it plus every fed token.
     prompt_ids, prompt_mask = build_guidance_batch(
@@ -315,32 +369,41 @@ def generate_image_tokens(
     generated = torch.full((batch, grammar.num_steps), ids.pad, dtype=torch.long, device=device)  # (B, N)
     row_steps = set(grammar.row_steps) if callback is not None else set()
     halves = prompt_ids.shape[0] // batch
+    scale, done = guidance_scale, grammar.num_steps
     for step in range(grammar.num_steps):
         forced = grammar.forced[:, step]  # (B,)
         if grammar.sample_steps[step]:
-            scores = guided_scores(visual_logits(hidden, head, ids), guidance_scale)  # (B, K)
-            token = pick_tokens(scores, sampling, generator) + ids.visual_offset  # (B,)
+            logits = visual_logits(hidden, head, ids)  # (B2, K)
+            scores = guided_scores(logits if scale != 1.0 else logits[:batch], scale)  # (B, K)
+            active = sampling_rows[step] if sampling_rows is not None else None
+            token = pick_tokens(scores, sampling, generator, active) + ids.visual_offset  # (B,)
             if grammar.mixed_steps[step]:
                 token = torch.where(forced == SAMPLE, token, forced)
         else:
             token = forced  # no LM head at forced steps
         generated[:, step] = token
         if step in row_steps:
-            callback(
-                RowProgress(
-                    step=step,
-                    rows_done=grammar.rows_done[step],
-                    total_rows=grammar.total_rows,
-                    generated_ids=generated[:, : step + 1],
-                    grammar=grammar,
-                )
-            )
+            progress = RowProgress(step=step, rows_done=grammar.rows_done[step], total_rows=grammar.total_rows,
+                                   generated_ids=generated[:, : step + 1], grammar=grammar, guidance_scale=scale)
+            update = _as_update(callback(progress))
+            if update.guidance_scale is not None:
+                scale = _checked_scale(update.guidance_scale, halves)
+            if update.codes is not None:
+                first = _write_codes(grammar, generated, step + 1, update.codes)
+                if first is not None and first < min(step, fed):  # ids already in the KV cache changed: re-feed
+                    _refeed(decoder, cache, static, generated[:, first:step].repeat(halves, 1),
+                            first_position + torch.arange(first, step, device=device), key_mask, prompt_len, first)
+                token = generated[:, step]
+            if update.stop:
+                done = step + 1
+                break
         if step < fed:
             tokens = token.repeat(halves)[:, None]  # (B2, 1): the same token for the prompt and its negative
             hidden = decode_step(decoder, tokens, first_position + step, cache, masks.at(step, cache_index))
             cache_index += 1
 
-    codes = grammar.codes_from_tokens(generated)  # (B, T, Hmax, Wmax)
+    generated = generated[:, :done]
+    codes = grammar.codes_from_tokens(generated)  # (B, T, Hmax, Wmax), -1 where a stopped call generated nothing
     return ImageTokensOutput(
         codes=codes[:, 0] if num_frames == 1 else codes,
         sequences=torch.cat([input_ids, generated], dim=1),
@@ -349,9 +412,47 @@ def generate_image_tokens(
     )
 
 
+def _as_update(returned) -> RowUpdate:
+    if returned is None:
+        return RowUpdate()
+    if isinstance(returned, RowUpdate):
+        return returned
+    if isinstance(returned, dict):
+        unknown = set(returned) - {"codes", "guidance_scale", "stop"}
+        if unknown:
+            raise ValueError(f"A row callback returned unknown keys {sorted(unknown)}; use codes, guidance_scale, stop.")
+        return RowUpdate(**returned)
+    raise TypeError(f"A row callback must return None, a RowUpdate or a dict, got {type(returned).__name__}.")
+
+
+def _checked_scale(scale: float, halves: int) -> float:
+    if not scale > 0:
+        raise ValueError(f"guidance_scale must be > 0 (1.0 disables guidance), got {scale}.")
+    if halves == 1 and scale != 1.0:
+        raise ValueError(
+            f"Cannot switch guidance on (guidance_scale={scale}) in a call started with guidance_scale=1.0: it has "
+            "no negative prompts to guide with. Start with guidance_scale > 1 and lower it from the callback instead."
+        )
+    return float(scale)
+
+
+def _refeed(decoder, cache, static, tokens, positions, key_mask, prompt_len: int, first: int) -> None:
+    """Drop the cached keys/values from generated step ``first`` on and feed ``tokens`` (B2, n) in their place."""
+    if static:
+        raise ValueError(
+            "Editing codes that are already in the KV cache needs cache_implementation='dynamic' (a static cache "
+            "cannot be rolled back)."
+        )
+    cache.crop(-(cache.get_seq_length() - prompt_len - first))  # negative = how many tokens to remove
+    length = prompt_len + first + tokens.shape[1]
+    decoder(input_ids=tokens, attention_mask=key_mask[:, :length], position_ids=positions.expand(tokens.shape[0], -1),
+            cache=cache, use_cache=True)
+
+
 __all__ = [
     "ImageTokensOutput",
     "RowProgress",
+    "RowUpdate",
     "build_guidance_batch",
     "decode_step",
     "generate_image_tokens",

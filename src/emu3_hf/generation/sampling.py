@@ -10,7 +10,10 @@ vocabulary shifts each row by a constant, which changes no argmax, no top-k/top-
 
 Sampling draws one ``Exp(1)`` variable per token and picks ``argmax(p / E)``: an exact draw from the categorical
 distribution ``p`` (the "exponential race"), with no host synchronisation (unlike ``torch.multinomial`` on some
-devices) and with the randomness coming only from the caller's ``torch.Generator``.
+devices) and with the randomness coming only from the caller's ``torch.Generator``. With a list of generators (one
+per row, diffusers' convention) row ``i`` draws its own ``(1, K)`` noise from generator ``i`` exactly as a batch of
+one would, and only at the steps where it samples, so row ``i`` of a batch equals that prompt generated alone with
+generator ``i``.
 
 Example:
     ```python
@@ -84,21 +87,52 @@ def filter_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(drop, float("-inf"))
 
 
-def pick_tokens(
-    scores: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None = None
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def exponential_noise(
+    shape: tuple[int, int],
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: Generators = None,
+    active_rows: list[bool] | None = None,
 ) -> torch.Tensor:
-    """Choose one column per row of ``scores`` (B, K): argmax when greedy, else a seeded draw. Returns (B,) int64."""
+    """(B, K) ~ Exp(1) on ``device``, drawn where each generator lives (a CPU generator may drive a GPU model).
+
+    One generator (or None) draws the whole block. A list draws row ``i`` from ``generator[i]``, and only for rows
+    whose ``active_rows`` entry is true (the others get ones and leave their generator untouched).
+    """
+    if not isinstance(generator, list):
+        noise_device = generator.device if generator is not None else device
+        return torch.empty(shape, dtype=dtype, device=noise_device).exponential_(1.0, generator=generator).to(device)
+    rows = [
+        torch.empty((1, shape[1]), dtype=dtype, device=g.device).exponential_(1.0, generator=g).to(device)
+        if active_rows is None or active_rows[i]
+        else torch.ones((1, shape[1]), dtype=dtype, device=device)
+        for i, g in enumerate(generator)
+    ]
+    return torch.cat(rows)
+
+
+def pick_tokens(
+    scores: torch.Tensor,
+    sampling: SamplingConfig,
+    generator: Generators = None,
+    active_rows: list[bool] | None = None,
+) -> torch.Tensor:
+    """Choose one column per row of ``scores`` (B, K): argmax when greedy, else a seeded draw. Returns (B,) int64.
+
+    ``generator`` is one ``torch.Generator`` for the batch or a list of one per row; ``active_rows`` (host bools)
+    marks the rows that really sample at this step (a per-row generator is not advanced for the others).
+    """
     if not sampling.do_sample:
         return scores.argmax(dim=-1)
     scores = scores / sampling.temperature
     scores = filter_top_p(filter_top_k(scores, sampling.top_k), sampling.top_p)
     probs = torch.softmax(scores, dim=-1)  # (B, K)
-    # (B, K) ~ Exp(1), drawn where the generator lives (a CPU generator may drive a GPU model, as in diffusers)
-    noise_device = generator.device if generator is not None else probs.device
-    race = torch.empty(probs.shape, dtype=probs.dtype, device=noise_device).exponential_(1.0, generator=generator)
-    race = race.to(probs.device)
+    race = exponential_noise(probs.shape, probs.dtype, probs.device, generator, active_rows)
     race.clamp_min_(torch.finfo(race.dtype).tiny)  # an exact 0 would make a filtered token (p = 0) win with 0/0
     return (probs / race).argmax(dim=-1)
 
 
-__all__ = ["SamplingConfig", "filter_top_k", "filter_top_p", "guided_scores", "pick_tokens"]
+__all__ = ["SamplingConfig", "exponential_noise", "filter_top_k", "filter_top_p", "guided_scores", "pick_tokens"]

@@ -27,8 +27,9 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
-from ..generation import RowProgress, generate_image_tokens
+from ..generation import RowProgress, RowUpdate, generate_image_tokens
 from ..modeling.modeling_emu3 import Emu3LMForCausalLM
 from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from ..processing.image_processing_emu3visionvq import Emu3VisionVQImageProcessor
@@ -47,7 +48,8 @@ BAAI_NEGATIVE_PROMPT = (
 )
 """BAAI's README negative prompt; the pipeline's default for classifier-free guidance."""
 
-OUTPUT_TYPES = ("pil", "np", "pt", "tokens")
+OUTPUT_TYPES = ("pil", "np", "pt", "tokens", "latent")
+"""``"latent"`` is diffusers' name for "skip the decoder": like ``"tokens"`` it returns the code grids."""
 
 
 def _onload(module: torch.nn.Module) -> None:
@@ -56,6 +58,13 @@ def _onload(module: torch.nn.Module) -> None:
     if hook is not None:
         hook.pre_forward(module)
 
+
+
+def callback_tensor_inputs(callback, names: Sequence[str]) -> list[str]:
+    """The tensors a step-end callback receives: a diffusers ``PipelineCallback`` names its own, as in diffusers."""
+    if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+        return list(callback.tensor_inputs)
+    return list(names)
 
 
 def format_uint8_outputs(items: list[np.ndarray], output_type: str):
@@ -91,7 +100,10 @@ class Emu3Pipeline(DiffusionPipeline):
 
     Callback tensors (``callback_on_step_end_tensor_inputs``):
         ``"codes"``: (B, h, w) partial code grids, -1 where not generated yet (preview them with
-        :meth:`decode_codes`); ``"generated_ids"``: (B, n) ids generated so far.
+        :meth:`decode_codes`); ``"generated_ids"``: (B, n) ids generated so far. As in diffusers, the callback
+        may return a dict: its ``"codes"`` replace the partial grids (the rest is generated from the edited codes)
+        and its ``"guidance_scale"`` (or ``pipe._guidance_scale`` set in the callback) applies from the next row;
+        setting ``pipe._interrupt = True`` stops generation and returns what exists.
 
     Example:
         ```python
@@ -160,6 +172,25 @@ class Emu3Pipeline(DiffusionPipeline):
         image_processor = Emu3VisionVQImageProcessor.from_pretrained(vq_path, **kwargs)
         pipe = cls(model=model, vq_model=vq_model, tokenizer=tokenizer, image_processor=image_processor)
         return pipe.to(device) if device is not None else pipe
+
+    # ------------------------------------------------------------------------------------------------ state
+    # diffusers' run-time properties, set by each call (callbacks read and set them).
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps the progress bar counts: image rows (frames x rows of the tallest grid)."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
 
     # ------------------------------------------------------------------------------------------------ helpers
     @property
@@ -267,23 +298,40 @@ class Emu3Pipeline(DiffusionPipeline):
     ):  # fmt: skip
         """Run the engine on a prompt batch with a progress bar over image rows and the per-row callback.
 
-        The callback's ``"codes"`` are (B, h, w) partial grids for images and (B, T, h, w) for videos.
+        The callback's ``"codes"`` are (B, h, w) partial grids for images and (B, T, h, w) for videos; what it
+        returns (diffusers' ``callback_outputs``) and the pipeline's ``_guidance_scale`` / ``_interrupt`` steer
+        the engine through a :class:`~emu3_hf.generation.RowUpdate`.
         """
         device = self._execution_device
         _onload(self.model)
-        total_rows = int(sizes[:, 0].max()) * num_frames
+        self._guidance_scale, self._interrupt = guidance_scale, False
+        self._num_timesteps = total_rows = int(sizes[:, 0].max()) * num_frames
+        if isinstance(generator, (list, tuple)) and len(generator) != ids.shape[0]:
+            raise ValueError(
+                f"Got {len(generator)} generators for {ids.shape[0]} outputs: pass one per generated image or video "
+                "(prompts x num_*_per_prompt), or a single torch.Generator."
+            )
         with self.progress_bar(total=total_rows) as bar:
             shown = 0
 
-            def on_row(progress: RowProgress) -> None:
+            def on_row(progress: RowProgress) -> RowUpdate:
                 nonlocal shown
                 done = max(progress.rows_done)
                 bar.update(done - shown)
                 shown = done
+                edited = None
                 if callback_on_step_end is not None:
                     codes = progress.codes if num_frames > 1 else progress.codes[:, 0]
+                    baseline = codes.clone()  # the callback may edit `codes` in place or return new ones
                     available = {"codes": lambda: codes, "generated_ids": lambda: progress.generated_ids}
-                    callback_on_step_end(self, done - 1, progress.step, {k: available[k]() for k in tensor_inputs})
+                    kwargs = {k: available[k]() for k in tensor_inputs}
+                    outputs = callback_on_step_end(self, done - 1, progress.step, kwargs) or {}
+                    self._guidance_scale = outputs.get("guidance_scale", self._guidance_scale)
+                    new = outputs.get("codes", codes)
+                    if not torch.equal(new, baseline):
+                        edited = new if num_frames > 1 else new[:, None]
+                scale = self._guidance_scale if self._guidance_scale != progress.guidance_scale else None
+                return RowUpdate(codes=edited, guidance_scale=scale, stop=self._interrupt)
 
             return generate_image_tokens(
                 self.model,
@@ -346,14 +394,14 @@ class Emu3Pipeline(DiffusionPipeline):
         image_area: int | None = None,
         guidance_scale: float = 3.0,
         num_images_per_prompt: int = 1,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         do_sample: bool = True,
         top_k: int | None = 2048,
         top_p: float = 1.0,
         temperature: float = 1.0,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end: Callable[["Emu3Pipeline", int, int, dict], Any] | None = None,
+        callback_on_step_end: Callable[["Emu3Pipeline", int, int, dict], Any] | PipelineCallback | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("codes",),
         prompt_ids: torch.Tensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
@@ -372,15 +420,18 @@ class Emu3Pipeline(DiffusionPipeline):
                 size with BAAI's rule.
             guidance_scale: classifier-free guidance weight (BAAI: 3.0); 1.0 disables it.
             num_images_per_prompt: images generated for each prompt.
-            generator: a ``torch.Generator`` (on the CPU or the model's device) for reproducible sampling.
+            generator: a ``torch.Generator`` (on the CPU or the model's device) for reproducible sampling, or a list
+                of one per image: then image ``i`` equals its prompt generated alone with generator ``i``.
             do_sample, top_k, top_p, temperature: token sampling (BAAI: sampling with top-k 2048); greedy when
                 ``do_sample=False``.
-            output_type: "pil", "np" (float (B, H, W, 3) in [0, 1]), "pt" (float (B, 3, H, W) in [0, 1]) or
-                "tokens" (code grids only, no VQ decode).
+            output_type: "pil", "np" (float (B, H, W, 3) in [0, 1]), "pt" (float (B, 3, H, W) in [0, 1]), or
+                "latent" / "tokens" (the code grids, no VQ decode).
             return_dict: return an :class:`Emu3PipelineOutput` (else the tuple ``(images,)``).
             callback_on_step_end: ``fn(pipe, row_index, token_step, callback_kwargs)``, called each time an image
                 row is completed; ``callback_kwargs`` holds the tensors named in
-                ``callback_on_step_end_tensor_inputs`` (see the class docstring). Its return value is ignored.
+                ``callback_on_step_end_tensor_inputs`` (see the class docstring). It may return a dict with edited
+                ``"codes"`` and a new ``"guidance_scale"``; ``pipe._interrupt = True`` stops. diffusers'
+                ``PipelineCallback`` / ``MultiPipelineCallbacks`` objects bring their own ``tensor_inputs``.
             prompt_ids, prompt_attention_mask, negative_prompt_ids, negative_prompt_attention_mask: left-padded
                 ids instead of text (then ``height``/``width`` are required).
             cache_implementation: "dynamic" or "static" KV cache.
@@ -396,7 +447,7 @@ class Emu3Pipeline(DiffusionPipeline):
             ```
         """
         # 1. Check inputs
-        tensor_inputs = list(callback_on_step_end_tensor_inputs)
+        tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_images_per_prompt,
                           output_type, tensor_inputs, prompt_ids, negative_prompt_ids)
 
@@ -424,7 +475,7 @@ class Emu3Pipeline(DiffusionPipeline):
         codes = result.codes.cpu()  # (B, h, w)
 
         # 5. Decode the code grids with the VQ
-        if output_type == "tokens":
+        if output_type in ("tokens", "latent"):
             images = codes
         else:
             images = self.decode_codes(codes, result.image_sizes, output_type=output_type)

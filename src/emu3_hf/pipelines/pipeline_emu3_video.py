@@ -25,7 +25,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..utils import as_list
-from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload, format_uint8_outputs
+from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload, callback_tensor_inputs, format_uint8_outputs
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         image_area: int | None = None,
         guidance_scale: float = 3.0,
         num_videos_per_prompt: int = 1,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         do_sample: bool = True,
         top_k: int | None = 2048,
         top_p: float = 1.0,
@@ -117,7 +117,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         continuing = video is not None or video_codes is not None
         if continuing and height is not None:
             raise ValueError("The frame size of a continuation is the given video's: drop `height`/`width`.")
-        tensor_inputs = list(callback_on_step_end_tensor_inputs)
+        tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_videos_per_prompt,
                           output_type, tensor_inputs, None, None)
         processor = self.make_processor()
@@ -160,7 +160,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         codes = new if context is None else torch.cat([context.cpu()[None].expand(new.shape[0], -1, -1, -1), new], 1)
 
         # 5. Decode the whole clip with the VQ
-        frames = codes if output_type == "tokens" else self.decode_video_codes(codes, output_type)
+        frames = codes if output_type in ("tokens", "latent") else self.decode_video_codes(codes, output_type)
 
         # 6. Offload and return
         self.maybe_free_model_hooks()
