@@ -77,6 +77,13 @@ def with_cache_field(output_cls, cache: Cache | None, **fields):
     return output_cls(**fields, **{OUTPUT_CACHE_FIELD: cache})
 
 
+def enable_activation_checkpointing(model, **kwargs) -> None:
+    """Turn on activation (gradient) checkpointing under the name the installed release prefers: 5.24 renamed
+    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` and warns on the old name."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable(**kwargs)
+
+
 def keep_last_positions(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
     """The positions the LM head must score: the last ``logits_to_keep`` (0 = all), or the given indices (1-D)."""
     if isinstance(logits_to_keep, int):
@@ -88,6 +95,7 @@ __all__ = [
     "MASK_CACHE_KEYWORD",
     "OUTPUT_CACHE_FIELD",
     "causal_mask",
+    "enable_activation_checkpointing",
     "keep_last_positions",
     "resolve_cache_argument",
     "with_cache_field",
