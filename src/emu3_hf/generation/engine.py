@@ -36,7 +36,8 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, StaticCache
 
-from .grammar import SAMPLE, SpecialIds, VisionGrammar, token_ids_from_config
+from .budget import check_kv_cache_fits, check_sequence_fits
+from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, token_ids_from_config
 from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
 
 CacheImplementation = Literal["dynamic", "static"]
@@ -342,7 +343,11 @@ def generate_image_tokens(
     generator = _check_generator(generator, batch)
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     input_ids = input_ids.to(device).long()
-    grammar = VisionGrammar.build(ids, height, width, num_frames, batch_size=batch)
+    # Refuse what cannot fit before building anything of the request's size (pure host arithmetic).
+    heights, widths = _as_host_list(height, "height", batch), _as_host_list(width, "width", batch)
+    prompt_len = max(input_ids.shape[1], negative_input_ids.shape[1] if negative_input_ids is not None else 0)
+    check_sequence_fits(model.config.max_position_embeddings, prompt_len, heights, widths, num_frames)
+    grammar = VisionGrammar.build(ids, heights, widths, num_frames, batch_size=batch)
     # (N, B) host bools: which rows sample at each step; per-row generators advance only for those
     sampling_rows = (grammar.forced == SAMPLE).t().tolist() if isinstance(generator, list) else None
     grammar = grammar.to(device)
@@ -355,6 +360,7 @@ def generate_image_tokens(
         raise ValueError("Prompts must be LEFT-padded (the last column of every attention mask must be 1).")
     prompt_len, fed = prompt_ids.shape[1], grammar.feed_until
     total = prompt_len + fed
+    check_kv_cache_fits(model.config, prompt_ids.shape[0], total, head.weight.dtype, device)
     key_mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], fed)], dim=1)  # (B2, total)
     cache = _make_cache(model, cache_implementation, total)
     static = cache_implementation == "static"

@@ -45,8 +45,8 @@ class SamplingConfig:
     def __post_init__(self):
         if self.do_sample and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}; use do_sample=False.")
-        if self.top_k is not None and self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 or None disables it), got {self.top_k}.")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ValueError(f"top_k must be an int >= 1, or None for no cut, got {self.top_k!r}.")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}.")
 
@@ -68,7 +68,7 @@ def guided_scores(logits: torch.Tensor, guidance_scale: float) -> torch.Tensor:
 
 
 def filter_top_k(scores: torch.Tensor, top_k: int | None) -> torch.Tensor:
-    """Keep the ``top_k`` best scores of each row (ties with the k-th kept), ``-inf`` elsewhere; 0/None = all."""
+    """Keep the ``top_k`` best scores of each row (ties with the k-th kept), ``-inf`` elsewhere; None = all."""
     if not top_k or top_k >= scores.shape[-1]:
         return scores
     kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]  # (B, 1)

@@ -22,6 +22,9 @@ DEFAULT_CHAT_TEMPLATE = "You are a helpful assistant. USER: {image_prompt}{text_
 DEFAULT_IMAGE_AREA = 720 * 720
 
 
+MAX_ASPECT_RATIO = 5  # BAAI's image processing refuses images more elongated than this
+
+
 def calculate_generate_size(ratio: str, image_area: int, spatial_factor: int) -> tuple[int, int]:
     """Token grid ``(h, w)`` for an aspect ratio ``"w:h"`` and a pixel area, exactly as BAAI computes it.
 
@@ -39,6 +42,13 @@ def calculate_generate_size(ratio: str, image_area: int, spatial_factor: int) ->
         raise ValueError(f"ratio must be a string 'w:h' of two positive integers such as '16:9', got {ratio!r}.")
     if w <= 0 or h <= 0:
         raise ValueError(f"ratio must have positive sides, got {ratio!r}.")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ValueError(
+            f"ratio {ratio!r} is more elongated than {MAX_ASPECT_RATIO}:1, the limit of BAAI's image processing; "
+            f"use a ratio between 1:{MAX_ASPECT_RATIO} and {MAX_ASPECT_RATIO}:1."
+        )
+    if isinstance(image_area, bool) or not isinstance(image_area, int) or image_area <= 0:
+        raise ValueError(f"image_area must be a positive number of pixels (an int), got {image_area!r}.")
     scale = math.sqrt(image_area / (w * h))
     th, tw = int(round(h * scale / spatial_factor)), int(round(w * scale / spatial_factor))
     if th < 1 or tw < 1:
