@@ -198,7 +198,8 @@ def save_pretrained_with_code(obj: Any, save_directory: str | os.PathLike, **sav
     Args:
         obj: an Emu3 model (LM or VQ) or config, an :class:`~emu3_hf.Emu3Tokenizer`, an
             :class:`~emu3_hf.Emu3VisionVQImageProcessor`, or an Emu3 pipeline (every component folder gets its
-            code). Several objects may be saved into one folder (an LM and its tokenizer, as in BAAI's repos).
+            code, and the pipeline folder a copy of all of it, which transformers reads for ``subfolder=`` loads).
+            Several objects may be saved into one folder (an LM and its tokenizer, as in BAAI's repos).
         save_directory: the folder; written through a temporary folder next to it (nothing half written).
         save_kwargs: passed to ``save_pretrained`` (``max_shard_size``, ...).
 
@@ -222,6 +223,11 @@ def save_pretrained_with_code(obj: Any, save_directory: str | os.PathLike, **sav
         obj.save_pretrained(staging, **save_kwargs)
         for plan in plans:
             _write_code(staging / plan.subfolder, plan)
+        if isinstance(obj, DiffusionPipeline):
+            # transformers fetches remote code from the repo root even with `subfolder=`: a copy there makes
+            # `AutoModelForCausalLM.from_pretrained(repo, subfolder="model", trust_remote_code=True)` work.
+            for path in code_files([cls for plan in plans for cls in plan.classes]):
+                shutil.copyfile(path, staging / path.name)
     return Path(save_directory)
 
 
