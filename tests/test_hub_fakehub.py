@@ -53,6 +53,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.created: dict[str, dict] = {}  # repo id -> the create_repo payload
 
     # ------------------------------------------------------------------------------------------------ routing
     def __call__(self, request):
@@ -90,9 +91,12 @@ class FakeHub:
         repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
         if request.headers.get("authorization") is None:
             return self._error(401, "Invalid username or password.")
-        if repo_id in self.repos:
-            return self._error(409, "You already created this model repo")
+        if repo_id in self.repos:  # the Hub's 409 names the existing repo's URL, which create_repo(exist_ok) returns
+            message = "You already created this model repo"
+            return httpx.Response(409, json={"error": message, "url": f"{ENDPOINT}/{repo_id}"},
+                                  headers={"X-Error-Message": message})  # fmt: skip
         self.repos[repo_id] = Repo()
+        self.created[repo_id] = body
         return httpx.Response(200, json={"url": f"{ENDPOINT}/{repo_id}", "name": repo_id})
 
     def _validate_yaml(self, request):
