@@ -55,8 +55,8 @@ def folders(tmp_path_factory, components, lm_dir):
     save_pretrained_with_code(components["model"], root / "lm-code")
     components["vq_model"].save_pretrained(root / "vq")
     components["image_processor"].save_pretrained(root / "vq")
-    lora = get_peft_model(Emu3LMForCausalLM.from_pretrained(lm_dir),
-                          LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))  # fmt: skip
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
+    lora = get_peft_model(Emu3LMForCausalLM.from_pretrained(lm_dir), config)
     lora.save_pretrained(root / "lora")
     return root
 
@@ -73,7 +73,11 @@ def _round_trip(card: ModelCard, tmp_path) -> dict:
 
 @pytest.mark.parametrize(
     "pipeline, task",
-    [("Emu3Pipeline", "text-to-image"), ("Emu3VideoPipeline", "text-to-video"), ("Emu3ChatPipeline", "image-text-to-text")],
+    [
+        ("Emu3Pipeline", "text-to-image"),
+        ("Emu3VideoPipeline", "text-to-video"),
+        ("Emu3ChatPipeline", "image-text-to-text"),
+    ],
 )
 def test_pipeline_card_metadata(folders, tmp_path, pipeline, task):
     card = pipeline_card(folders / pipeline, "me/emu3-tiny", tags=["tiny", "emu3"], license="mit")

@@ -276,3 +276,38 @@ def test_staged_folder_keeps_the_target_on_failure(tmp_path):
         (staging / "config.json").write_text("new")
     assert (target / "config.json").read_text() == "new" and (target / "sub" / "a.txt").read_text() == "a"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_with_the_package_imported_the_export_loads_locally_without_the_flag(exported):
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    folders, *_ = exported
+    loaded = [
+        AutoModelForCausalLM.from_pretrained(folders["lm"]),
+        AutoTokenizer.from_pretrained(folders["lm"]),
+        AutoModel.from_pretrained(folders["vq"]),
+        AutoImageProcessor.from_pretrained(folders["vq"]),
+    ]
+    assert all(type(obj).__module__.startswith("emu3_hf.") for obj in loaded)
+    pipe = Emu3Pipeline.from_pretrained(folders["pipe"])  # the code copies do not disturb diffusers
+    assert type(pipe.model).__module__ == "emu3_hf.modeling.modeling_emu3"
+
+
+def test_code_files_follow_relative_imports_recursively(tmp_path, monkeypatch):
+    # The shape the LM's modeling file is moving to: it imports a sibling helper module, which imports another.
+    package = tmp_path / "pkg_export_probe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "configuration_probe.py").write_text("X = 1\n")
+    (package / "compat_probe.py").write_text("import torch\nfrom .helpers_probe import Y\n")
+    (package / "helpers_probe.py").write_text("Y = 2\n")
+    (package / "modeling_probe.py").write_text(
+        "from .configuration_probe import X\nfrom .compat_probe import Y\n\n\nclass ProbeModel:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from pkg_export_probe.modeling_probe import ProbeModel
+
+    from emu3_hf.hub import code_files
+
+    names = sorted(p.name for p in code_files([ProbeModel]))
+    assert names == ["compat_probe.py", "configuration_probe.py", "helpers_probe.py", "modeling_probe.py"]

@@ -131,7 +131,7 @@ def published(tmp_path_factory, lm_dir, vq_dir, tiny_tokenizer):
     cache = root / "cache"
     tokenizer_dir = root / "tokenizer"
     tiny_tokenizer.save_pretrained(tokenizer_dir)
-    baai_lm = root / "baai-lm"  # BAAI's Emu3-Gen layout: weights + emu3.tiktoken/emu3_vision_tokens.txt, no tokenizer.json
+    baai_lm = root / "baai-lm"  # BAAI's Emu3-Gen layout: weights + emu3.tiktoken + vision tokens, no tokenizer.json
     baai_lm.mkdir()
     for path in [*lm_dir.iterdir(), *tokenizer_dir.iterdir()]:
         if path.name != "tokenizer.json":

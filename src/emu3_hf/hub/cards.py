@@ -115,7 +115,7 @@ def _lm_details(config: dict) -> list[str]:
 
 def _vq_details(config: dict) -> list[str]:
     parsed = Emu3VisionVQConfig.from_dict(config)
-    factor = 2 ** (len(parsed.ch_mult) - 1)
+    factor = parsed.spatial_scale_factor
     return [
         f"Vision tokenizer: {parsed.codebook_size} codes, {factor}x{factor} pixels per token, "
         f"{parsed.temporal_downsample_factor} frames per latent frame.",
@@ -199,7 +199,9 @@ def pipeline_card(
     relation = _relation(base_model, base_model_relation, "finetune")
     index_path = Path(folder) / "model_index.json"
     if not index_path.is_file():
-        raise ValueError(f"{folder} has no model_index.json: pass a folder written by an Emu3 pipeline's save_pretrained.")
+        raise ValueError(
+            f"{folder} has no model_index.json: pass a folder written by an Emu3 pipeline's save_pretrained."
+        )
     index = _read_json(index_path)
     class_name = index.get("_class_name")
     if class_name not in PIPELINE_TASKS:
@@ -355,7 +357,9 @@ def adapter_card(
     """
     config_path = Path(folder) / "adapter_config.json"
     if not config_path.is_file():
-        raise ValueError(f"{folder} has no adapter_config.json: pass a folder written by a PeftModel's save_pretrained.")
+        raise ValueError(
+            f"{folder} has no adapter_config.json: pass a folder written by a PeftModel's save_pretrained."
+        )
     config = _read_json(config_path)
     if base_model is None:
         base_model = config.get("base_model_name_or_path")
@@ -372,8 +376,9 @@ def adapter_card(
     )  # fmt: skip
     targets = config.get("target_modules")
     targets = sorted(targets) if isinstance(targets, (list, tuple, set)) else targets
+    method = "LoRA" if peft_type == "LORA" else peft_type
     details = [
-        f"{'LoRA' if peft_type == 'LORA' else peft_type} adapter, rank {config.get('r')}, alpha {config.get('lora_alpha')}, dropout "
+        f"{method} adapter, rank {config.get('r')}, alpha {config.get('lora_alpha')}, dropout "
         f"{config.get('lora_dropout')}, on the LM modules {targets}."
     ]
     sub = f", subfolder={_quote(base_subfolder)}" if base_subfolder else ""
