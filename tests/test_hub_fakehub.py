@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import re
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -215,9 +216,6 @@ class FakeHub:
 
 def metadata_load_from_text(readme: str) -> dict | None:
     """huggingface_hub's own YAML front-matter parser, on a string."""
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "README.md"
         path.write_text(readme, encoding="utf-8")

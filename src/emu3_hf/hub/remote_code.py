@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from diffusers import DiffusionPipeline
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
+from transformers.configuration_utils import PreTrainedConfig
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 from ..modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel, Emu3VisionVQConfig, Emu3VisionVQModel
@@ -117,7 +118,7 @@ def code_files(classes: tuple[type, ...] | list[type]) -> list[Path]:
     return found
 
 
-def _model_plan(config: PretrainedConfig, subfolder: str = "") -> _CodePlan:
+def _model_plan(config: PreTrainedConfig, subfolder: str = "") -> _CodePlan:
     if isinstance(config, Emu3LMConfig):
         classes = {"AutoConfig": type(config), "AutoModel": Emu3LMModel, "AutoModelForCausalLM": Emu3LMForCausalLM}
     elif isinstance(config, Emu3VisionVQConfig):
@@ -132,7 +133,7 @@ def _plans(obj: Any, subfolder: str = "") -> list[_CodePlan]:
     """What to write for ``obj``; raises TypeError for objects without exportable Emu3 code."""
     if isinstance(obj, PreTrainedModel):
         return [_model_plan(obj.config, subfolder)]
-    if isinstance(obj, PretrainedConfig):
+    if isinstance(obj, PreTrainedConfig):
         return [_model_plan(obj, subfolder)]
     if isinstance(obj, Emu3Tokenizer):
         # transformers reads a tokenizer's auto_map as a [slow class, fast class] pair; Emu3Tokenizer is fast only.
