@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HFValidationError
 from safetensors.torch import load
@@ -146,3 +147,31 @@ def test_a_failed_save_uploads_nothing(hub, pipe, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         push_pipeline_to_hub(pipe, "me/emu3-tiny", token="hf_fake")
     assert hub.requests == [] and hub.repos == {}
+
+
+def test_download_pipeline_fetches_only_the_listed_components(hub, pipe, tmp_path):
+    from huggingface_hub import HfApi
+
+    from emu3_hf.hub import download_pipeline
+
+    push_pipeline_to_hub(pipe, "me/emu3-tiny", token="hf_fake")
+    extra = tmp_path / "extra"
+    (extra / "notes").mkdir(parents=True)
+    (extra / "notes" / "log.txt").write_text("not a component")
+    (extra / "model" / "pytorch_model.bin").parent.mkdir()
+    (extra / "model" / "pytorch_model.bin").write_bytes(b"pickle")  # never fetched: safetensors only
+    HfApi(token="hf_fake").upload_folder(repo_id="me/emu3-tiny", folder_path=extra)
+
+    folder = Path(download_pipeline("me/emu3-tiny", cache_dir=tmp_path / "cache"))
+    fetched = set(_local_files(folder))
+    pipe.save_pretrained(tmp_path / "local")
+    assert fetched == set(_local_files(tmp_path / "local")) | {"README.md"}
+    loaded = Emu3Pipeline.from_pretrained(folder)
+    theirs, ours = loaded.model.state_dict(), pipe.model.state_dict()
+    assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
+
+    # a component passed as an object is not downloaded, as in diffusers
+    folder = Path(download_pipeline("me/emu3-tiny", cache_dir=tmp_path / "cache2", model=pipe.model))
+    assert not any(name.startswith("model/") for name in _local_files(folder))
+    with pytest.raises(ValueError, match="variant='fp16'"):
+        download_pipeline("me/emu3-tiny", variant="fp16")
