@@ -192,6 +192,14 @@ class Emu3Pipeline(DiffusionPipeline):
     def interrupt(self) -> bool:
         return self._interrupt
 
+    @classmethod
+    def download(cls, pretrained_model_name: str, **kwargs: Any) -> str:
+        """Fetch a pipeline repo (``from_pretrained`` calls this for repo ids): diffusers' own download refuses
+        ``model_index.json`` entries naming modules outside diffusers, such as ours."""
+        from ..hub import download_pipeline
+
+        return download_pipeline(pretrained_model_name, **kwargs)
+
     # ------------------------------------------------------------------------------------------------ helpers
     @property
     def spatial_factor(self) -> int:
