@@ -37,7 +37,8 @@ from .cards import (
 )
 from .download import download_pipeline
 from .push import push_adapter_to_hub, push_folder_to_hub, push_model_to_hub, push_pipeline_to_hub
-from .remote_code import check_exportable, code_files, has_exported_code, save_pretrained_with_code, staged_folder
+from ..utils.atomic import staged_folder
+from .remote_code import check_exportable, code_files, has_exported_code, save_pretrained_with_code
 
 __all__ = [
     "BASE_MODEL_RELATIONS",

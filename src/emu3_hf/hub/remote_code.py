@@ -28,9 +28,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +39,7 @@ from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 from ..modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel, Emu3VisionVQConfig, Emu3VisionVQModel
 from ..processing import Emu3Tokenizer, Emu3VisionVQImageProcessor
+from ..utils.atomic import staged_folder
 
 _PACKAGE = __name__.split(".")[0]  # "emu3_hf": exported code must not need it
 
@@ -164,35 +162,6 @@ def _write_code(folder: Path, plan: _CodePlan) -> None:
     json_path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-@contextmanager
-def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder next to ``target``; on success move its content into ``target``.
-
-    A new ``target`` appears in one rename; into an existing one every file is moved with an atomic
-    ``os.replace``, so a failed save leaves ``target`` as it was and no file is ever half written.
-
-    Example:
-        ```python
-        >>> with staged_folder("out") as tmp:
-        ...     model.save_pretrained(tmp)
-        ```
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield staging
-        if not target.exists():
-            os.replace(staging, target)
-            return
-        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-            destination = target / path.relative_to(staging)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def save_pretrained_with_code(obj: Any, save_directory: str | os.PathLike, **save_kwargs: Any) -> Path:
     """``obj.save_pretrained(save_directory)`` plus the code and ``auto_map`` to load it without emu3-hf.
 
@@ -246,5 +215,4 @@ def has_exported_code(folder: str | os.PathLike) -> bool:
     ).is_file()
 
 
-__all__ = ["check_exportable", "code_files", "code_reference", "has_exported_code", "save_pretrained_with_code",
-           "staged_folder"]
+__all__ = ["check_exportable", "code_files", "code_reference", "has_exported_code", "save_pretrained_with_code"]

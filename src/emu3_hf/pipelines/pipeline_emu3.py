@@ -37,6 +37,7 @@ from ..processing.layout import SpecialIds
 from ..processing.processing_emu3 import Emu3MultimodalProcessor
 from ..processing.tokenization_emu3 import Emu3Tokenizer
 from ..utils import as_list
+from ..utils.atomic import staged_folder
 from .outputs import Emu3PipelineOutput
 
 BAAI_POSITIVE_PROMPT_SUFFIX = " masterpiece, film grained, best quality."
@@ -191,6 +192,26 @@ class Emu3Pipeline(DiffusionPipeline):
     @property
     def interrupt(self) -> bool:
         return self._interrupt
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, export_code: bool = False, **kwargs: Any):
+        """diffusers' ``save_pretrained``, written through a temporary folder next to ``save_directory`` (an
+        interrupted save leaves the previous folder as it was).
+
+        Args:
+            export_code: also write the model, config, tokenizer and image-processor code with ``auto_map`` entries,
+                so that a Python without emu3-hf loads the components through transformers' Auto classes with
+                ``trust_remote_code=True`` (see :func:`emu3_hf.hub.save_pretrained_with_code`).
+            kwargs: diffusers' ``save_pretrained`` options (``safe_serialization``, ``variant``, ...).
+        """
+        if kwargs.get("push_to_hub"):
+            raise ValueError("Save locally, then publish with emu3_hf.hub.push_pipeline_to_hub (it writes the card).")
+        if export_code:
+            from ..hub import save_pretrained_with_code
+
+            save_pretrained_with_code(self, save_directory, **kwargs)
+            return
+        with staged_folder(save_directory) as staging:
+            super().save_pretrained(staging, **kwargs)
 
     @classmethod
     def download(cls, pretrained_model_name: str, **kwargs: Any) -> str:

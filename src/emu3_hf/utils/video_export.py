@@ -8,13 +8,14 @@ failure never leaves a half-written file behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import PIL.Image
+
+from .atomic import atomic_file
 
 
 def frames_to_uint8(frames: Any) -> np.ndarray:
@@ -40,17 +41,9 @@ def frames_to_uint8(frames: Any) -> np.ndarray:
 
 
 def _atomic_write(path: str | os.PathLike, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def export_to_gif(frames: Sequence[Any] | Any, path: str | os.PathLike, fps: float = 8.0, loop: int = 0) -> Path:
