@@ -83,6 +83,7 @@ def _output_paths(output: Path, count: int) -> list[Path]:
 
 def _generate(args: argparse.Namespace) -> int:
     import torch
+    from PIL import Image
 
     pipe = _load_pipeline(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,8 +106,11 @@ def _generate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    from .utils.atomic import atomic_file
+
     for image, path in zip(out.images, _output_paths(args.output, len(out.images))):
-        image.save(path)
+        with atomic_file(path) as tmp:  # an interrupted run never leaves a truncated image
+            image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
         print(path)
     return 0
 
