@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from ..processing.layout import SpecialIds
+from ..processing.layout import CODE, SpecialIds, frames_template
 
 SAMPLE = -1  # marker in `VisionGrammar.forced`: this position samples a visual token
 
@@ -41,11 +41,10 @@ def sequence_length(height: int, width: int, num_frames: int = 1) -> int:
 
 
 def _row_schedule(ids: SpecialIds, height: int, width: int, num_frames: int, length: int) -> torch.Tensor:
-    """Forced ids for one sequence, ``SAMPLE`` where a visual token is drawn, padded with ``ids.pad`` to ``length``."""
-    frame = torch.full((height, width + 1), SAMPLE, dtype=torch.long)  # (H, W+1): W visual tokens then EOL
-    frame[:, width] = ids.eol
-    frame = torch.cat([frame.flatten(), torch.tensor([ids.eof])])  # (H*(W+1) + 1,)
-    row = torch.cat([frame.repeat(num_frames), torch.tensor([ids.eoi, ids.eos])])
+    """Forced ids for one sequence, ``SAMPLE`` where a visual token is drawn, padded with ``ids.pad`` to ``length``:
+    the processor's frame template (:func:`~emu3_hf.processing.layout.frames_template`), then EOI and EOS."""
+    row = torch.cat([frames_template(ids, height, width, num_frames), torch.tensor([ids.eoi, ids.eos])])
+    row[row == CODE] = SAMPLE
     out = torch.full((length,), ids.pad, dtype=torch.long)
     out[: row.numel()] = row
     return out

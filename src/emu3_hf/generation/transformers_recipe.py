@@ -7,8 +7,8 @@ callback allows only the tokens the image layout permits. This module rebuilds t
 (the rules are restated here from their description, not copied) so that tests and benchmarks can compare the
 engine against it, on our model or on transformers' native Emu3.
 
-BAAI's rule, per batch row: ``offset = len(sequence) - index of the FIRST img token``; ``offset % (W+1) == 0`` ->
-EOL; ``offset == (W+1)*H + 1`` -> EOF; ``+2`` -> EOI; ``+3`` -> EOS; beyond -> pad; otherwise any visual token.
+BAAI's per-token rule lives with the processor (:class:`~emu3_hf.processing.prefix_rules.BaaiPrefixRules`, also
+behind ``Emu3MultimodalProcessor.build_prefix_constrained_fn``).
 
 Example:
     ```python
@@ -29,41 +29,8 @@ from transformers.generation.logits_process import (
     UnbatchedClassifierFreeGuidanceLogitsProcessor,
 )
 
+from ..processing.prefix_rules import BaaiPrefixRules
 from .grammar import SpecialIds, sequence_length, token_ids_from_config
-
-
-class BaaiPrefixRules:
-    """``prefix_allowed_tokens_fn(batch_id, ids) -> allowed ids`` following BAAI's prefix-constraint helper.
-
-    Build a fresh instance for every ``generate`` call: the first-img-token index of each row is cached.
-    """
-
-    def __init__(self, token_ids: SpecialIds, heights: Sequence[int], widths: Sequence[int]):
-        self.ids = token_ids
-        self.heights, self.widths = list(heights), list(widths)
-        self.visual = list(range(token_ids.visual_offset, token_ids.visual_offset + token_ids.codebook_size))
-        self._first_img: dict[int, int] = {}
-
-    def __call__(self, batch_id: int, sequence: torch.Tensor) -> list[int]:
-        if batch_id not in self._first_img:
-            hits = torch.nonzero(sequence == self.ids.img).flatten()
-            if hits.numel() == 0:
-                raise ValueError(f"Row {batch_id} has no image token ({self.ids.img}); the prompt must end with it.")
-            self._first_img[batch_id] = int(hits[0])
-        offset = sequence.shape[0] - self._first_img[batch_id]
-        height, width = self.heights[batch_id], self.widths[batch_id]
-        image_end = (width + 1) * height
-        if offset % (width + 1) == 0:
-            return [self.ids.eol]
-        if offset == image_end + 1:
-            return [self.ids.eof]
-        if offset == image_end + 2:
-            return [self.ids.eoi]
-        if offset == image_end + 3:
-            return [self.ids.eos]
-        if offset > image_end + 3:
-            return [self.ids.pad]
-        return self.visual
 
 
 @torch.no_grad()

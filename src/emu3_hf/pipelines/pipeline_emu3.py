@@ -36,7 +36,7 @@ from ..processing.image_processing_emu3visionvq import Emu3VisionVQImageProcesso
 from ..processing.layout import SpecialIds
 from ..processing.processing_emu3 import Emu3MultimodalProcessor
 from ..processing.tokenization_emu3 import Emu3Tokenizer
-from ..utils import as_list
+from ..processing.arguments import as_list
 from ..utils.atomic import staged_folder
 from .outputs import Emu3PipelineOutput
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from diffusers.utils import BaseOutput
 
-from ..utils import as_list
+from ..processing.arguments import as_list
 from .pipeline_emu3 import Emu3Pipeline, _onload
 
 

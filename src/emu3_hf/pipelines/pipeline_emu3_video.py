@@ -24,7 +24,7 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
-from ..utils import as_list
+from ..processing.arguments import as_list
 from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload, callback_tensor_inputs, format_uint8_outputs
 
 

@@ -58,11 +58,26 @@ class SpecialIds:
         return (ids >= self.visual_offset) & (ids < self.visual_offset + self.codebook_size)
 
 
+CODE = -1  # marker in a frame template: a visual token (a code) goes here
+
+
+def frames_template(special: SpecialIds, height: int, width: int, num_frames: int = 1) -> torch.Tensor:
+    """THE definition of Emu3's vision tokens after ``[IMG]``: per frame, ``height`` rows of ``width`` codes each
+    closed by EOL, then EOF. Returns (num_frames * (height * (width + 1) + 1),) ids with :data:`CODE` where a code
+    goes. The writer below fills it with codes; the generation schedule appends ``[EOI, EOS]`` and samples at the
+    ``CODE`` positions; the parser reads the same structure back.
+    """
+    frame = torch.full((height, width + 1), CODE, dtype=torch.long)  # (h, w+1): w codes then EOL
+    frame[:, width] = special.eol
+    frame = torch.cat([frame.flatten(), torch.tensor([special.eof])])  # (h*(w+1) + 1,)
+    return frame.repeat(num_frames)
+
+
 def vision_block_ids(codes: torch.Tensor, special: SpecialIds, header_ids: list[int]) -> list[int]:
     """Ids of one vision block for a code grid ``(h, w)`` or a clip ``(T, h, w)``.
 
     ``header_ids`` are the token ids of the text ``f"{h}*{w}"``. Layout:
-    ``[BOI] header [IMG] (rows of w codes, each + EOL) + EOF per frame [EOI]`` (BAAI's understanding layout).
+    ``[BOI] header [IMG] frames [EOI]`` with the frames of :func:`frames_template` (BAAI's understanding layout).
     """
     if codes.dim() == 2:
         codes = codes[None]
@@ -74,9 +89,9 @@ def vision_block_ids(codes: torch.Tensor, special: SpecialIds, header_ids: list[
             f"codes must lie in [0, {special.codebook_size}), got values in [{int(codes.min())}, {int(codes.max())}]."
         )
     t, h, w = codes.shape
-    grid = torch.cat([codes + special.visual_offset, torch.full((t, h, 1), special.eol)], dim=2)  # (T, h, w+1)
-    frames = torch.cat([grid.reshape(t, h * (w + 1)), torch.full((t, 1), special.eof)], dim=1)  # (T, h*(w+1)+1)
-    return [special.boi, *header_ids, special.img, *frames.reshape(-1).tolist(), special.eoi]
+    frames = frames_template(special, h, w, t)
+    frames[frames == CODE] = codes.flatten() + special.visual_offset  # codes fill the template in reading order
+    return [special.boi, *header_ids, special.img, *frames.tolist(), special.eoi]
 
 
 @dataclass
@@ -192,4 +207,6 @@ def split_segments(
     return out
 
 
-__all__ = ["SpecialIds", "VisionSegment", "parse_vision_block", "split_segments", "vision_block_ids"]
+__all__ = [
+    "CODE", "SpecialIds", "VisionSegment", "frames_template", "parse_vision_block", "split_segments", "vision_block_ids",
+]

@@ -15,8 +15,9 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from ..utils import as_list
+from .arguments import as_list
 from .layout import SpecialIds, VisionSegment, split_segments, vision_block_ids
+from .prefix_rules import BaaiPrefixRules
 
 DEFAULT_CHAT_TEMPLATE = "You are a helpful assistant. USER: {image_prompt}{text_prompt}. ASSISTANT:"
 DEFAULT_IMAGE_AREA = 720 * 720
@@ -321,8 +322,6 @@ class Emu3MultimodalProcessor(ProcessorMixin):
         tokens the image layout allows next. ``height``/``width`` are token grids (ints, lists or tensors, one per
         row, e.g. ``inputs["image_size"][:, 0]``). Use a fresh one per ``generate`` call; the
         :func:`~emu3_hf.generation.generate_image_tokens` engine does the same job much faster."""
-        from ..generation.transformers_recipe import BaaiPrefixRules
-
         heights = [int(h) for h in (height.tolist() if isinstance(height, torch.Tensor) else as_list(height))]
         widths = [int(w) for w in (width.tolist() if isinstance(width, torch.Tensor) else as_list(width))]
         return BaaiPrefixRules(self.special, heights, widths)

@@ -1,13 +1,5 @@
-"""Small utilities shared across the package (video export lives in ``video_export``)."""
+"""Small utilities shared across the package: atomic writers (``atomic``) and video export (``video_export``).
 
-from __future__ import annotations
-
-from typing import Any
-
-
-def as_list(value: Any) -> list:
-    """``value`` as a list: lists and tuples are copied, anything else becomes a one-element list."""
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-__all__ = ["as_list"]
+Argument normalisation (``as_list``) lives in :mod:`emu3_hf.processing.arguments`, where the exportable processor
+can import it.
+"""
