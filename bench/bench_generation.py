@@ -170,7 +170,8 @@ def main() -> None:
     int8 = None
     try:
         int8 = quantize_weights(copy.deepcopy(lm), "int8")
-        methods["(e) engine + int8 weights (compiled decode)"] = lambda *a: run_engine(int8, ids, *a, compile_decode=True)
+        methods["(e) engine + int8 weights (compiled decode)"] = lambda *a: run_engine(int8, ids, *a,
+                                                                                   compile_decode=True)
     except ImportError as error:
         print(f"(e) skipped: {error}")
     names = list(methods)
@@ -211,7 +212,8 @@ def main() -> None:
         for name in names:
             print(f"  batch {batch}: {name}: {median(times[name]):.2f} s/image "
                   f"(runs {', '.join(f'{t:.2f}' for t in times[name])})", flush=True)
-        print(f"  batch {batch}: tokens per forward pass: " + ", ".join(f"{k[:3]} {v:.2f}" for k, v in accepted.items()))
+        print(f"  batch {batch}: tokens per forward pass: "
+              + ", ".join(f"{k[:3]} {v:.2f}" for k, v in accepted.items()))
         rows.append({"batch": batch, "seconds_per_image": times, "median": {n: median(times[n]) for n in names},
                      "tokens_per_forward_pass": accepted})
 

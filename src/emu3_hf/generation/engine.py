@@ -195,7 +195,8 @@ def resolve_decoding(
         compile_decode = device.type == "cuda" and cache_implementation != "dynamic"
     if compile_decode and cache_implementation == "dynamic":
         raise ValueError(
-            "compile_decode=True needs fixed shapes: pass cache_implementation='static' (or None), or compile_decode=False."
+            "compile_decode=True needs fixed shapes: pass cache_implementation='static' (or None), or "
+            "compile_decode=False."
         )
     return cache_implementation or ("static" if compile_decode else "dynamic"), bool(compile_decode)
 
