@@ -46,9 +46,15 @@ def test_int8_keeps_the_greedy_tokens_of_baai_fixture(int8_lm, ref):
     assert type(int8_lm.lm_head.weight).__name__ == "Int8Tensor"  # the head too: the engine slices its visual rows
 
 
+def test_int4_leaves_the_head_by_default(lm_dir):
+    model = quantize_weights(_load(lm_dir), "int4", group_size=32)
+    assert type(model.lm_head.weight) is torch.nn.Parameter
+    assert hasattr(model.model.layers[0].mlp.down_proj.weight, "dequantize")
+
+
 @pytest.mark.parametrize("weights,group", [("int8", None), ("int4", 32)])
 def test_quantized_model_is_its_dequantized_float_model(lm_dir, weights, group):
-    quantized = quantize_weights(_load(lm_dir), weights, group_size=group or 128)
+    quantized = quantize_weights(_load(lm_dir), weights, group_size=group or 128, include_head=True)
     reference = _dequantized_copy(quantized, lm_dir)
     ids = torch.randint(0, 1600, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -63,7 +69,7 @@ def test_each_weight_is_within_half_a_step(lm_dir, weights, levels, group):
     """Symmetric quantization: step = max|w| / (levels / 2) over a row (int8) or a group of `group` columns (int4),
     so |w - dequantized(w)| <= max|w| / levels."""
     original = _load(lm_dir)
-    quantized = quantize_weights(_load(lm_dir), weights, group_size=group or 128)
+    quantized = quantize_weights(_load(lm_dir), weights, group_size=group or 128, include_head=True)
     for name, module in original.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue

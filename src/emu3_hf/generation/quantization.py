@@ -56,7 +56,7 @@ def _torchao_config(weights: str, device: torch.device, group_size: int):
 
 
 def quantize_weights(
-    model: nn.Module, weights: QuantizedWeights = "int8", *, include_head: bool = True, group_size: int = 128
+    model: nn.Module, weights: QuantizedWeights = "int8", *, include_head: bool | None = None, group_size: int = 128
 ) -> nn.Module:
     """Quantize the linear layers of an Emu3 causal LM in place (weight-only); returns the model.
 
@@ -65,7 +65,9 @@ def quantize_weights(
             will run on (int4 picks its packing from the device; CUDA int4 needs bf16 weights).
         weights: "int8" (per-row scales) or "int4" (per-group scales, ``group_size`` input columns a group).
         include_head: also quantize the LM head (the engine reads only its visual rows; a sliced int8 weight stays
-            int8). The embedding is never quantized.
+            int8). None = yes for int8; no for int4, whose packed CUDA layout stores rows in tiles of 8, so the
+            visual rows (from offset 151854 in BAAI's vocabulary) cannot be sliced out exactly. The embedding is
+            never quantized.
         group_size: int4 group size (a divisor of the hidden size; torchao supports 32, 64, 128, 256).
 
     Raises:
@@ -78,6 +80,7 @@ def quantize_weights(
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layers to quantize (already quantized?).")
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    include_head = weights == "int8" if include_head is None else include_head
     if weights == "int4":
         bad = sorted({m.in_features for m in linears.values() if m.in_features % group_size})
         if bad:
