@@ -57,6 +57,16 @@ def test_greedy_equals_sequential_engine_mixed_sizes_and_videos(lm, seed):
         assert torch.equal(parallel.codes, sequential.codes)
 
 
+def test_greedy_equals_sequential_with_eager_attention(lm_dir):
+    """Windows of several tokens over a cache go through the backend's mask path for q_len > 1: eager too."""
+    model = emu3_hf.Emu3LMForCausalLM.from_pretrained(lm_dir, attn_implementation="eager").eval()
+    for seed in (0, 3, 5):
+        case = _random_case(seed, model.config, video=seed == 3)
+        sequential = _run_engine(model, case, do_sample=False)
+        parallel = _run_engine(model, case, do_sample=False, parallel_decoding="jacobi", parallel_window=3)
+        assert torch.equal(parallel.generated_ids, sequential.generated_ids)
+
+
 @pytest.mark.parametrize("seed", [1, 4])
 def test_greedy_equals_naive_reference(lm, ids, seed):
     case = _random_case(seed, lm.config)
