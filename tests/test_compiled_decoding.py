@@ -82,6 +82,8 @@ def test_defaults_per_device_and_refusals():
         resolve_decoding(cpu, "dynamic", True, None)
     with pytest.raises(ValueError, match="cache_implementation must be"):
         resolve_decoding(cpu, "paged", None, None)
+    with pytest.raises(TypeError, match="compile_decode must be True, False or None"):
+        resolve_decoding(cpu, None, "yes", None)
 
 
 def _sync_events(fn) -> int:

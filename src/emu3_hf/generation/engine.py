@@ -184,6 +184,8 @@ def resolve_decoding(
         raise ValueError(f"parallel_decoding must be None or 'jacobi', got {parallel_decoding!r}.")
     if cache_implementation not in (None, "dynamic", "static"):
         raise ValueError(f"cache_implementation must be 'dynamic', 'static' or None, got {cache_implementation!r}.")
+    if compile_decode not in (None, True, False):
+        raise TypeError(f"compile_decode must be True, False or None (device default), got {compile_decode!r}.")
     if parallel_decoding is not None:
         if compile_decode or cache_implementation == "static":
             raise ValueError(
