@@ -6,7 +6,7 @@ The image is 90x90 tokens (8193 generated per image), CFG 3.0, top-k 2048 sampli
 (b) the same recipe on transformers' native ``Emu3ForConditionalGeneration``;
 (c) the emu3-hf engine, eager (dynamic cache);
 (d) the engine with the compiled decode step (static cache, CUDA graphs);
-(e) the engine with speculative Jacobi decoding (``--window`` drafts a pass; eager, dynamic cache);
+(e) (d) with speculative Jacobi decoding (``--window`` drafts a pass, compiled fixed-size windows);
 (f) (d) on 4-bit weights (torchao int4 tinygemm, or bitsandbytes nf4 with ``--four-bit bnb``).
 
 Each method generates an image of N1 and of N2 rows of 90 tokens (``--rows``, after one untimed run of each shape,
@@ -42,7 +42,7 @@ METHODS = {
     "b": "(b) BAAI recipe, transformers native Emu3",
     "c": "(c) emu3-hf engine, eager",
     "d": "(d) engine, compiled decode step (CUDA graphs)",
-    "e": "(e) engine, speculative Jacobi decoding",
+    "e": "(e) engine, compiled + speculative Jacobi decoding",
     "f": "(f) engine, 4-bit weights (torchao int4: compiled; bitsandbytes nf4: eager)",
 }
 
@@ -224,7 +224,7 @@ def main(argv=None) -> None:
             "c": lambda rows: run_engine(lm, ids, pos, neg, rows, args.side, compile_decode=False),
             "d": lambda rows: run_engine(lm, ids, pos, neg, rows, args.side, compile_decode=True),
             "e": lambda rows: run_engine(lm, ids, pos, neg, rows, args.side, parallel_decoding="jacobi",
-                                         parallel_window=args.window),
+                                         parallel_window=args.window, compile_decode=device.type == "cuda"),
         }  # fmt: skip
         for key in [k for k in args.methods if k in fns]:
             with torch.no_grad():

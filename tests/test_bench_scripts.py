@@ -44,5 +44,5 @@ def test_tiny_smoke_run_writes_a_record(bench_gpu, tmp_path, capsys):
     (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("gpu-*.json")]
     assert set(record["seconds_per_image"]) == {"c", "e"}
     assert record["vq_decode"]["pixels"] == [64, 64]
-    assert "| (e) engine, speculative Jacobi decoding |" in capsys.readouterr().out
+    assert "| (e) engine, compiled + speculative Jacobi decoding |" in capsys.readouterr().out
 

@@ -11,7 +11,7 @@ from test_engine import _random_case, _run_engine
 
 import emu3_hf
 from emu3_hf.generation import build_guidance_batch, decode_step, generate_image_tokens, prefill
-from emu3_hf.generation.engine import _DecodeMasks, resolve_decoding
+from emu3_hf.generation.engine import decode_window, resolve_decoding
 from transformers.cache_utils import StaticCache
 
 
@@ -29,21 +29,24 @@ def _mixed_case(lm):
     return case
 
 
-def test_decode_step_is_one_graph_without_breaks(lm, ref):
-    """``torch._dynamo.explain`` over one real decode step after a prefill into the static cache."""
+@pytest.mark.parametrize("n", [1, 3])
+def test_decode_step_and_window_are_one_graph_without_breaks(lm, ref, n):
+    """``torch._dynamo.explain`` over one real decode step (n = 1) or Jacobi window (n = 3) after a prefill into
+    the static cache."""
     ids, mask = build_guidance_batch(ref["imggen.pos_input_ids"], None, ref["imggen.neg_input_ids"], None, 3.0,
                                      lm.config.pad_token_id)
-    total = ids.shape[1] + 8
+    length = ids.shape[1]
+    total = length + 8
     cache = StaticCache(config=lm.config, max_cache_len=total)
     with torch.no_grad():
         prefill(lm.model, ids, mask, cache, total)
-        key_mask = torch.cat([mask, mask.new_ones(2, 8)], 1)
-        masks = _DecodeMasks(key_mask, ids.shape[1], True, lm.config._attn_implementation, torch.float32)
-        tokens = torch.full((2, 1), lm.config.eol_token_id)
-        positions = mask.sum(-1, keepdim=True)
-        explanation = torch._dynamo.explain(decode_step)(
-            lm.model, tokens, positions, cache, masks.at(0, torch.tensor(ids.shape[1]))
-        )
+        slots = torch.arange(total)
+        future = slots > length + torch.arange(n)[:, None]  # (n, total): query i sees slots up to length + i
+        additive = torch.zeros(2, 1, n, total).masked_fill(future, torch.finfo(torch.float32).min)
+        tokens = torch.full((2, n), lm.config.eol_token_id)
+        positions = mask.sum(-1, keepdim=True) + torch.arange(n)
+        function = decode_step if n == 1 else decode_window
+        explanation = torch._dynamo.explain(function)(lm.model, tokens, positions, cache, additive)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
 
@@ -77,7 +80,8 @@ def test_defaults_per_device_and_refusals():
     assert resolve_decoding(cuda, "dynamic", None, None) == ("dynamic", False)
     assert resolve_decoding(cpu, "static", None, None) == ("static", False)
     assert resolve_decoding(cpu, None, True, None) == ("static", True)
-    assert resolve_decoding(cuda, None, None, "jacobi") == ("dynamic", False)
+    assert resolve_decoding(cuda, None, None, "jacobi") == ("static", True)  # compiled Jacobi windows
+    assert resolve_decoding(cpu, None, None, "jacobi") == ("dynamic", False)
     with pytest.raises(ValueError, match="compile_decode=True needs fixed shapes"):
         resolve_decoding(cpu, "dynamic", True, None)
     with pytest.raises(ValueError, match="cache_implementation must be"):

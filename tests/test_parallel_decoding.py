@@ -57,6 +57,41 @@ def test_greedy_equals_sequential_engine_mixed_sizes_and_videos(lm, seed):
         assert torch.equal(parallel.codes, sequential.codes)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_static_cache_windows_equal_sequential_and_dynamic(lm_dir, attn):
+    """Fixed-size windows over a StaticCache (rolled back by crop): greedy equals sequential decoding, and sampling
+    draws exactly what the dynamic-cache windows draw for the same seed."""
+    model = emu3_hf.Emu3LMForCausalLM.from_pretrained(lm_dir, attn_implementation=attn).eval()
+    for seed in (0, 3, 5):
+        case = _random_case(seed, model.config, video=seed == 3)
+        static = dict(parallel_decoding="jacobi", parallel_window=3, cache_implementation="static")
+        sequential = _run_engine(model, case, do_sample=False)
+        assert torch.equal(_run_engine(model, case, do_sample=False, **static).generated_ids, sequential.generated_ids)
+        dynamic = _run_engine(model, case, top_k=20, generator=torch.Generator().manual_seed(seed),
+                              parallel_decoding="jacobi", parallel_window=3)
+        sampled = _run_engine(model, case, top_k=20, generator=torch.Generator().manual_seed(seed), **static)
+        assert torch.equal(sampled.generated_ids, dynamic.generated_ids)
+
+
+def test_compiled_windows_equal_sequential(lm):
+    """One compiled window graph (inductor here, CUDA graphs on a GPU): three prompts of mixed sizes, CFG 3."""
+    case = dict(_random_case(5, lm.config), guidance_scale=3.0)
+    compiled = _run_engine(lm, case, do_sample=False, parallel_decoding="jacobi", parallel_window=4,
+                           compile_decode=True)  # cache None -> static
+    assert torch.equal(compiled.generated_ids, _run_engine(lm, case, do_sample=False).generated_ids)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_windows_reproduce_baai_and_sample(lm_dir, ref):
+    model = emu3_hf.Emu3LMForCausalLM.from_pretrained(lm_dir).eval().cuda()
+    kwargs = dict(negative_input_ids=ref["imggen.neg_input_ids"].cuda(), height=3, width=4, parallel_decoding="jacobi")
+    out = generate_image_tokens(model, ref["imggen.pos_input_ids"].cuda(), do_sample=False, **kwargs)  # CUDA default:
+    assert torch.equal(out.sequences.cpu(), ref["imggen.output_ids"])  # compiled windows over the static cache
+    sampled = generate_image_tokens(model, ref["imggen.pos_input_ids"].cuda(), generator=torch.Generator("cuda"),
+                                    **kwargs)
+    assert ((sampled.codes >= 0) & (sampled.codes < model.config.codebook_size)).all()
+
+
 def test_greedy_equals_sequential_with_eager_attention(lm_dir):
     """Windows of several tokens over a cache go through the backend's mask path for q_len > 1: eager too."""
     model = emu3_hf.Emu3LMForCausalLM.from_pretrained(lm_dir, attn_implementation="eager").eval()
@@ -244,15 +279,14 @@ def test_per_row_generators_are_reproducible(lm):
 # ---- clear errors ---------------------------------------------------------------------------------------------------
 
 
-def test_errors_name_the_problem(lm, ref):
+def test_errors_name_the_problem(lm, lm_dir, ref):
     pos, neg = ref["imggen.pos_input_ids"], ref["imggen.neg_input_ids"]
     kwargs = dict(negative_input_ids=neg, height=3, width=4)
     with pytest.raises(ValueError, match="parallel_decoding must be None or 'jacobi'"):
         generate_image_tokens(lm, pos, parallel_decoding="zip", **kwargs)
-    with pytest.raises(ValueError, match="cache_implementation='dynamic'"):
-        generate_image_tokens(lm, pos, parallel_decoding="jacobi", cache_implementation="static", **kwargs)
-    with pytest.raises(ValueError, match="compile_decode=False"):
-        generate_image_tokens(lm, pos, parallel_decoding="jacobi", compile_decode=True, **kwargs)
+    flex = emu3_hf.Emu3LMForCausalLM.from_pretrained(lm_dir, attn_implementation="flex_attention").eval()
+    with pytest.raises(ValueError, match="attn_implementation='flex_attention' does not take"):
+        generate_image_tokens(flex, pos, parallel_decoding="jacobi", cache_implementation="static", **kwargs)
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="parallel_window must be an int >= 1"):
             generate_image_tokens(lm, pos, parallel_decoding="jacobi", parallel_window=bad, **kwargs)

@@ -19,8 +19,11 @@ Emu3 specifics:
 - CFG: every window is fed to both halves of the doubled batch, and drafts are checked against the guided
   distribution ``softmax(top_p(top_k((uncond + g * (cond - uncond)) / T)))``, the one sequential sampling draws from;
 - rows of a batch (mixed sizes included) accept independently: row ``b`` knows its steps ``[0, a_b)``; the KV cache
-  (a ``DynamicCache``) keeps the steps every row has settled and is rolled back with ``cache.crop(-n)``; a row's
-  settled tokens beyond that are fed again as known tokens;
+  keeps the steps every row has settled and is rolled back with ``cache.crop(-n)``; a row's settled tokens beyond
+  that are fed again as known tokens;
+- caches: a ``DynamicCache`` is fed the window as it is (``n <= window`` tokens); a ``StaticCache`` (transformers >=
+  5.24 rolls it back) is fed exactly ``window`` tokens a pass (the tail past the schedule is ignored), with a
+  fixed-shape mask, so the window forward compiles to one graph (CUDA graphs on a GPU, ``compile_decode``);
 - row callbacks fire in order once every row has settled an image row; an edit of codes or a change of guidance
   discards what was accepted after that row (as sequential decoding would never have generated it).
 
@@ -40,9 +43,10 @@ from typing import Callable
 
 import torch
 from torch import nn
+from transformers import cache_utils
 from transformers.cache_utils import Cache
 
-from .engine import RowProgress, RowUpdate, _as_update, _checked_scale, _write_codes, visual_logits
+from .engine import RowProgress, RowUpdate, _as_update, _checked_scale, _write_codes, decode_window, visual_logits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar
 from .sampling import Generators, SamplingConfig, exponential_noise, guided_scores, sampling_probs
 
@@ -56,6 +60,8 @@ class JacobiDecoder:
         sampling: how tokens are chosen (greedy or sampled; drafts are checked against the same distribution).
         generator: one ``torch.Generator``, a list of one per row (row ``i`` draws from generator ``i``), or None.
         window: draft tokens verified per forward pass (>= 1).
+        static: the cache is a ``StaticCache`` (fixed-size windows and masks; eager or sdpa attention).
+        window_fn: :func:`~emu3_hf.generation.engine.decode_window`, or its compiled form.
     """
 
     def __init__(
@@ -66,13 +72,31 @@ class JacobiDecoder:
         sampling: SamplingConfig,
         generator: Generators,
         window: int,
+        static: bool = False,
+        window_fn: Callable = decode_window,
     ):
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"parallel_window must be an int >= 1 (draft tokens per forward pass), got {window!r}.")
+        backend = model.config._attn_implementation
+        if static and backend not in ("eager", "sdpa"):
+            raise ValueError(
+                f"parallel_decoding with the static cache builds additive masks that attn_implementation={backend!r} "
+                "does not take; use 'sdpa' or 'eager', or cache_implementation='dynamic'."
+            )
+        if static and "crop" not in vars(getattr(cache_utils, "StaticLayer", object)):
+            raise ValueError(
+                "parallel_decoding with the static cache needs a StaticCache that can be rolled back "
+                "(transformers >= 5.24); use cache_implementation='dynamic' (and compile_decode=False)."
+            )
         self.decoder, self.head = model.base_model, model.get_output_embeddings()
         self.ids, self.grammar, self.sampling, self.generator = ids, grammar, sampling, generator
-        self.window = window
+        self.window, self.static, self.window_fn = window, static, window_fn
         self.greedy = not sampling.do_sample
+
+    @property
+    def cache_room(self) -> int:
+        """Cache slots needed beyond the prompt and the fed steps: a static window may run past the schedule."""
+        return self.window if self.static else 0
 
     @torch.no_grad()
     def decode(
@@ -92,14 +116,18 @@ class JacobiDecoder:
         device = hidden.device
         # Drafts to start from: code 0 with a one-hot q (a deterministic draft is a valid draft); forced ids as given.
         tokens = torch.where(g.forced == SAMPLE, ids.visual_offset, g.forced)  # (B, N)
+        if self.static:  # fixed windows read up to `window` ids past the schedule: pad ids, never used
+            tokens = torch.cat([tokens, tokens.new_full((batch, window), ids.pad)], dim=1)
+            full_mask = self._static_mask_source(key_mask)
         q = None
         if not self.greedy:  # ring buffer: the draft distribution of step t lives in slot t % window
             q = torch.zeros(batch, window, ids.codebook_size, device=device)
             q[..., 0] = 1.0
         accepted = torch.zeros(batch, dtype=torch.long, device=device)  # row b has settled steps [0, a_b)
         scale, fired = guidance_scale, -1
-        # Invariant between passes: the cache holds steps [0, c) and every row has settled step c.
-        c, end, window_hidden = -1, 0, hidden[:, None]  # first "pass": the prefill gives p for step 0
+        # Invariant between passes: the cache holds steps [0, c) and every row has settled step c; after a pass it
+        # holds [0, fed).
+        c, end, fed, window_hidden = -1, 0, 0, hidden[:, None]  # first "pass": the prefill gives p for step 0
         while True:
             dist = self._distributions(window_hidden, scale, batch)  # (B, n, K) for steps c+1 .. end
             accepted = self._verify(tokens, accepted, dist, q, c, end)
@@ -116,7 +144,7 @@ class JacobiDecoder:
                                            generated_ids=tokens[:, : step + 1], grammar=g, guidance_scale=scale)
                     update = _as_update(callback(progress))
                     if update.stop:
-                        return tokens[:, : step + 1]
+                        return tokens[:, : step + 1].clone()
                     discard = False
                     if update.guidance_scale is not None:
                         new_scale = _checked_scale(update.guidance_scale, halves)
@@ -130,18 +158,34 @@ class JacobiDecoder:
                         settled, next_c = step + 1, min(next_c, step)
                         break
             if settled > last:
-                return tokens
+                return tokens[:, : g.num_steps].clone()
             self._redraft(tokens, accepted, dist, q, c, end, next_c)
-            if end > next_c:
-                cache.crop(-(end - next_c))  # negative = how many tokens to remove (transformers >= 5.18)
+            if fed > next_c:
+                cache.crop(-(fed - next_c))  # negative = how many tokens to remove (transformers >= 5.18)
             c, end = next_c, min(next_c + window, last)
-            window_hidden = self.decoder(
-                input_ids=tokens[:, c:end].repeat(halves, 1),  # (B2, n): the same tokens for both CFG halves
-                attention_mask=key_mask[:, : prompt_len + end],
-                position_ids=first_position + torch.arange(c, end, device=device),
-                cache=cache,
-                use_cache=True,
-            ).last_hidden_state  # (B2, n, D): the distributions of steps c+1 .. end
+            fed = c + window if self.static else end
+            mask = self._window_mask(full_mask, prompt_len + c) if self.static else key_mask[:, : prompt_len + end]
+            window_hidden = self.window_fn(
+                self.decoder,
+                tokens[:, c:fed].repeat(halves, 1),  # (B2, n): the same tokens for both CFG halves
+                first_position + torch.arange(c, fed, device=device),
+                cache,
+                mask,
+            )[:, : end - c]  # (B2, n, D): the distributions of steps c+1 .. end
+
+    def _static_mask_source(self, key_mask: torch.Tensor) -> torch.Tensor:
+        """(B2, 1, 1, S) additive mask over the whole static cache (S = prompt + fed steps + window): padding only."""
+        full = torch.cat([key_mask, key_mask.new_ones(key_mask.shape[0], self.window)], dim=1)  # (B2, S)
+        dtype = self.head.weight.dtype
+        additive = torch.zeros(full.shape, dtype=dtype, device=full.device)
+        return additive.masked_fill(full == 0, torch.finfo(dtype).min)[:, None, None, :]
+
+    def _window_mask(self, padding: torch.Tensor, first_slot: int) -> torch.Tensor:
+        """(B2, 1, window, S): ``padding`` plus causality, query ``i`` (cache slot ``first_slot + i``) sees the
+        slots up to its own."""
+        slots = torch.arange(padding.shape[-1], device=padding.device)  # (S,)
+        future = slots > first_slot + torch.arange(self.window, device=padding.device)[:, None]  # (window, S)
+        return padding.masked_fill(future, torch.finfo(padding.dtype).min)
 
     def _distributions(self, hidden: torch.Tensor, scale: float, batch: int) -> torch.Tensor:
         """(B2, n, D) hidden states -> (B, n, K): guided scores when greedy, else the sampling distribution."""
