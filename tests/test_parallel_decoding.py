@@ -165,8 +165,9 @@ def _steering_case(lm):
     return case
 
 
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
 @pytest.mark.parametrize("what", ["observe", "edit", "guidance", "stop"])
-def test_row_callbacks_steer_like_sequential_decoding(lm, what):
+def test_row_callbacks_steer_like_sequential_decoding(lm, what, cache):
     case = _steering_case(lm)
 
     def make_callback(events):
@@ -187,7 +188,7 @@ def test_row_callbacks_steer_like_sequential_decoding(lm, what):
     seq_events, par_events = [], []
     sequential = _run_engine(lm, case, do_sample=False, callback=make_callback(seq_events))
     parallel = _run_engine(lm, case, do_sample=False, callback=make_callback(par_events),
-                           parallel_decoding="jacobi", parallel_window=5)
+                           parallel_decoding="jacobi", parallel_window=5, cache_implementation=cache)
     assert torch.equal(parallel.generated_ids, sequential.generated_ids)
     assert len(par_events) == len(seq_events) > 0
     for (s1, r1, c1, g1), (s2, r2, c2, g2) in zip(seq_events, par_events):
