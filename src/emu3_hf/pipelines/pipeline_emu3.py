@@ -267,7 +267,11 @@ class Emu3Pipeline(DiffusionPipeline):
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("Pass exactly one of `prompt` (text) or `prompt_ids` (token ids from the processor).")
         if prompt is not None and not all(isinstance(p, str) for p in as_list(prompt)):
-            raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
+            raise TypeError(f"`prompt` must be a string or a list of strings, got {prompt!r}.")
+        if prompt is not None and not as_list(prompt):
+            raise ValueError("`prompt` is an empty list: there is no prompt to generate for.")
+        if prompt is not None and not all(p.strip() for p in as_list(prompt)):
+            raise ValueError(f"A prompt is empty or blank ({prompt!r}): pass a caption of the image to generate.")
         if negative_prompt is not None and negative_prompt_ids is not None:
             raise ValueError("Pass `negative_prompt` or `negative_prompt_ids`, not both.")
         if prompt_ids is not None and prompt_ids.ndim != 2:
