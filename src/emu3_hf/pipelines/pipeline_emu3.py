@@ -262,15 +262,17 @@ class Emu3Pipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs,
         prompt_ids,
         negative_prompt_ids,
+        empty_prompt_ok: bool = False,
     ) -> None:
-        """Validate the arguments of ``__call__``; every error says what to change."""
+        """Validate the arguments of ``__call__``; every error says what to change. ``empty_prompt_ok``: a video
+        continuation may have no caption (its frames carry the content)."""
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("Pass exactly one of `prompt` (text) or `prompt_ids` (token ids from the processor).")
         if prompt is not None and not all(isinstance(p, str) for p in as_list(prompt)):
             raise TypeError(f"`prompt` must be a string or a list of strings, got {prompt!r}.")
         if prompt is not None and not as_list(prompt):
             raise ValueError("`prompt` is an empty list: there is no prompt to generate for.")
-        if prompt is not None and not all(p.strip() for p in as_list(prompt)):
+        if prompt is not None and not empty_prompt_ok and not all(p.strip() for p in as_list(prompt)):
             raise ValueError(f"A prompt is empty or blank ({prompt!r}): pass a caption of the image to generate.")
         if negative_prompt is not None and negative_prompt_ids is not None:
             raise ValueError("Pass `negative_prompt` or `negative_prompt_ids`, not both.")
