@@ -158,17 +158,15 @@ def _resolve(split: str | Sequence[Spec], table: str) -> tuple[Spec, ...]:
     return specs
 
 
-def _epochs(epochs: int | None) -> Iterator[int]:
-    if epochs is None:
-        return itertools.count()
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+def _check_epochs(epochs: int | None) -> None:
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValueError(f"epochs={epochs!r} must be a positive integer, or None to repeat forever.")
-    return iter(range(epochs))
 
 
 def _stream(specs: tuple[Spec, ...], seed: int, jitter: bool, epochs: int | None, shuffle: bool):
+    """Yield (spec, jitter) for every spec once per epoch; one Generator drives order and jitter."""
     rng = np.random.default_rng(seed)
-    for _ in _epochs(epochs):
+    for _ in itertools.count() if epochs is None else range(epochs):
         order = rng.permutation(len(specs)) if shuffle else range(len(specs))
         for index in order:
             yield specs[index], (Jitter.sample(rng) if jitter else NO_JITTER)
@@ -196,8 +194,12 @@ def iter_image_examples(
         (80, 'a small orange circle in the top left corner on a white background')
         ```
     """
-    for spec, jit in _stream(_resolve(split, "images"), seed, jitter, epochs, shuffle):
-        yield PIL.Image.fromarray(render_image(spec, jit)), spec.caption()
+    specs = _resolve(split, "images")  # validate now, not at the first next()
+    _check_epochs(epochs)
+    return (
+        (PIL.Image.fromarray(render_image(spec, jit)), spec.caption())
+        for spec, jit in _stream(specs, seed, jitter, epochs, shuffle)
+    )
 
 
 def iter_video_examples(
@@ -217,8 +219,12 @@ def iter_video_examples(
         (8, (64, 64))
         ```
     """
-    for spec, jit in _stream(_resolve(split, "videos"), seed, jitter, epochs, shuffle):
-        yield [PIL.Image.fromarray(frame) for frame in render_video(spec, jit)], spec.caption()
+    specs = _resolve(split, "videos")
+    _check_epochs(epochs)
+    return (
+        ([PIL.Image.fromarray(frame) for frame in render_video(spec, jit)], spec.caption())
+        for spec, jit in _stream(specs, seed, jitter, epochs, shuffle)
+    )
 
 
 __all__ = [
