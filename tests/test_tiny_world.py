@@ -447,3 +447,9 @@ def test_example_streams_refuse_bad_arguments():
         iter_video_examples(all_image_specs()[:2])
     with pytest.raises(ValueError, match="epochs"):
         iter_image_examples("train", epochs=0)
+    with pytest.raises(ValueError, match="seed"):
+        iter_video_examples("train", seed=None)
+    with pytest.raises(TypeError, match="split"):
+        iter_image_examples(3)
+    with pytest.raises(TypeError, match="ImageSpec or a VideoSpec"):
+        make_splits().split_of("a small red circle in the center on a black background")

@@ -71,8 +71,15 @@ class WorldSplits:
             'heldout'
             ```
         """
+        if not isinstance(spec, (ImageSpec, VideoSpec)):
+            raise TypeError(f"split_of takes an ImageSpec or a VideoSpec, got {type(spec).__name__}.")
         table = self.images if isinstance(spec, ImageSpec) else self.videos
         return next(name for name in SPLIT_NAMES if spec in table[name])
+
+
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer.")
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -129,8 +136,7 @@ def make_splits(seed: int = DEFAULT_SPLIT_SEED, fractions: Sequence[float] = DEF
         (172, 32, 36)
         ```
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative integer.")
+    _check_seed(seed)
     return _make_splits(int(seed), _check_fractions(fractions))
 
 
@@ -151,6 +157,8 @@ def _resolve(split: str | Sequence[Spec], table: str) -> tuple[Spec, ...]:
         if split not in SPLIT_NAMES:
             raise ValueError(f"split={split!r} is not a tiny-world split; choose one of {', '.join(SPLIT_NAMES)}.")
         return getattr(make_splits(), table)[split]
+    if not isinstance(split, Sequence):
+        raise TypeError(f"split must be a split name or a sequence of specs, got {type(split).__name__}.")
     specs = tuple(split)
     kind = ImageSpec if table == "images" else VideoSpec
     if not specs or not all(isinstance(s, kind) for s in specs):
@@ -195,6 +203,7 @@ def iter_image_examples(
         ```
     """
     specs = _resolve(split, "images")  # validate now, not at the first next()
+    _check_seed(seed)
     _check_epochs(epochs)
     return (
         (PIL.Image.fromarray(render_image(spec, jit)), spec.caption())
@@ -220,6 +229,7 @@ def iter_video_examples(
         ```
     """
     specs = _resolve(split, "videos")
+    _check_seed(seed)
     _check_epochs(epochs)
     return (
         ([PIL.Image.fromarray(frame) for frame in render_video(spec, jit)], spec.caption())
