@@ -52,6 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", choices=_DTYPES, default=None, help="LM dtype (default: as saved)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(run=_generate)
+    from .cli_convert import add_convert_commands
+
+    add_convert_commands(commands)  # convert, convert-lora, merge-lora
     return parser
 
 
