@@ -105,7 +105,8 @@ def _comparable(config) -> dict:
 @pytest.mark.parametrize("name", ["p1", "p2", "b1", "b2"])
 def test_configs_and_generation_config_survive_every_layout(chain, name, lm_dir, vq_dir):
     lm, vq = LM_VQ[name]
-    assert _comparable(Emu3LMConfig.from_pretrained(chain[name] / lm)) == _comparable(Emu3LMConfig.from_pretrained(lm_dir))
+    lm_config = Emu3LMConfig.from_pretrained(chain[name] / lm)
+    assert _comparable(lm_config) == _comparable(Emu3LMConfig.from_pretrained(lm_dir))
     assert _comparable(Emu3VisionVQConfig.from_pretrained(chain[name] / vq)) == _comparable(
         Emu3VisionVQConfig.from_pretrained(vq_dir)
     )
@@ -157,7 +158,8 @@ def test_native_output_loads_with_transformers_emu3_processor(chain, tiny_tokeni
     processor = AutoProcessor.from_pretrained(chain["n1"])
     assert type(processor).__name__ == "Emu3Processor"
     tokenizer = processor.tokenizer
-    assert [tokenizer(t, add_special_tokens=False).input_ids for t in TEXTS] == [tiny_tokenizer.encode(t) for t in TEXTS]
+    expected = [tiny_tokenizer.encode(t) for t in TEXTS]
+    assert [tokenizer(t, add_special_tokens=False).input_ids for t in TEXTS] == expected
     assert processor.image_token_id == Emu3Config.from_pretrained(chain["n1"]).image_token_id
     assert tokenizer.convert_tokens_to_ids(processor.fake_token_around_image) == tiny_tokenizer.img_token_id
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 28, 3), dtype=np.uint8))
@@ -242,6 +244,10 @@ def test_bad_sources_and_outputs_fail_clearly_before_any_work(baai, lm_dir, vq_d
             convert_checkpoint(source, output, to)
     with pytest.raises(TypeError, match="floating-point torch.dtype"):
         convert_checkpoint(baai, tmp_path / "a", "native", dtype="bfloat16")
+    with pytest.raises(ValueError, match="max_shard_size must be"):
+        convert_checkpoint(baai, tmp_path / "a", "native", max_shard_size="big")
+    with pytest.raises(ValueError, match="atol and rtol must be >= 0"):
+        convert_checkpoint(baai, tmp_path / "a", "native", validate=True, atol=-1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
@@ -251,7 +257,8 @@ def test_cli_convert(baai, chain, tmp_path, capsys):
     assert cli_main(argv) == 0
     assert "baai -> baai" in capsys.readouterr().out
     assert load_file(str(tmp_path / "baai" / "lm" / "model.safetensors"))["lm_head.weight"].dtype == torch.float16
-    assert cli_main(["convert", str(chain["n1"]), "--from", "native", "--to", "pipeline", "-o", str(tmp_path / "p")]) == 0
+    status = cli_main(["convert", str(chain["n1"]), "--from", "native", "--to", "pipeline", "-o", str(tmp_path / "p")])
+    assert status == 0
     assert detect_layout(tmp_path / "p") == "pipeline"
     assert cli_main(["convert", str(baai.lm), "--to", "native", "-o", str(tmp_path / "x")]) == 2
     assert "BAAI LM folder alone" in capsys.readouterr().err
@@ -259,7 +266,15 @@ def test_cli_convert(baai, chain, tmp_path, capsys):
     assert cli_main(["convert", str(chain["n1"]), "--from", "baai", "--to", "native", "-o", str(tmp_path / "x")]) == 2
     assert "looks like 'native'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli_main(["convert", str(chain["n1"]), "--to", "pipeline", "-o", str(tmp_path / "x"), "--max-shard-size", "big"])
+        cli_main(["convert", str(chain["n1"]), "--to", "pipeline", "-o", str(tmp_path / "x"), "--max-shard-size", "1X"])
+    assert not (tmp_path / "x").exists()
+    truncated = tmp_path / "truncated"
+    shutil.copytree(baai.lm, truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    argv = ["convert", "--lm", str(truncated), "--vq", str(baai.vq), "--to", "native", "-o", str(tmp_path / "x")]
+    assert cli_main(argv) == 2
+    assert "truncated or corrupted" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

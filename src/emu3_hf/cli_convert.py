@@ -16,10 +16,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import re
+import functools
+import sys
 from pathlib import Path
+from typing import Callable
 
-from .conversion.folders import DEFAULT_MAX_SHARD_SIZE
+from .conversion.folders import DEFAULT_MAX_SHARD_SIZE, check_shard_size
 from .conversion.layouts import LAYOUTS
 
 _CONVERT_HELP = """\
@@ -41,10 +43,24 @@ def _dtype(name: str):
 
 
 def _shard_size(value: str) -> int | str:
-    # The forms transformers' and huggingface_hub's max_shard_size accept: bytes, or a number with KB/MB/GB.
-    if not re.fullmatch(r"\d+|\d+(\.\d+)?[KMGT]i?B", value.strip(), flags=re.IGNORECASE):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a size such as 5GB, 500MB or 1000000 (bytes).")
-    return int(value) if value.strip().isdigit() else value.strip()
+    try:
+        return check_shard_size(int(value) if value.isdigit() else value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _report_os_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Missing or unreadable files end the command with their message and status 2, without a traceback."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except OSError as err:
+            print(f"emu3: {err}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def add_convert_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +71,7 @@ def add_convert_commands(subparsers: argparse._SubParsersAction) -> None:
                          help="checkpoint folder (pipeline, native, or one holding BAAI's lm/ + vq/); omit with --lm")
     convert.add_argument("--lm", type=Path, default=None, help="BAAI LM folder (with --vq)")
     convert.add_argument("--vq", type=Path, default=None, help="BAAI VQ folder (with --lm)")
-    convert.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder when the BAAI LM folder has none")
+    convert.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder if the BAAI LM folder has none")
     convert.add_argument("--to", required=True, choices=LAYOUTS, help="target layout")
     convert.add_argument("--output", "-o", required=True, type=Path, help="new folder to write")
     convert.add_argument("--from", dest="source_layout", choices=LAYOUTS, default=None,
@@ -89,6 +105,7 @@ def add_convert_commands(subparsers: argparse._SubParsersAction) -> None:
     merge.set_defaults(run=_merge_lora)
 
 
+@_report_os_errors
 def _convert(args: argparse.Namespace) -> int:
     from .conversion import BaaiFolders, ConversionValidationError, convert_checkpoint
 
@@ -115,6 +132,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+@_report_os_errors
 def _convert_lora(args: argparse.Namespace) -> int:
     from .conversion import convert_lora_adapter
 
@@ -122,6 +140,7 @@ def _convert_lora(args: argparse.Namespace) -> int:
     return 0
 
 
+@_report_os_errors
 def _merge_lora(args: argparse.Namespace) -> int:
     from .conversion import merge_lora
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def _check_representable(source, layout: str, to: str) -> None:
         baai_rope_scaling(lm_config.rope_parameters)
 
 
+def check_shard_size(max_shard_size: int | str) -> int | str:
+    """Accept the forms transformers' and huggingface_hub's ``max_shard_size`` take (bytes, or "5GB", "500MB")."""
+    if isinstance(max_shard_size, int) and not isinstance(max_shard_size, bool) and max_shard_size > 0:
+        return max_shard_size
+    if isinstance(max_shard_size, str) and re.fullmatch(r"\d+(\.\d+)?[KMGT]i?B", max_shard_size, re.IGNORECASE):
+        return max_shard_size
+    raise ValueError(f"max_shard_size must be a positive number of bytes or a size like '5GB' / '500MB', got "
+                     f"{max_shard_size!r}.")  # fmt: skip
+
+
 def check_output(output: Path) -> None:
     """Refuse an output path that exists and is not an empty folder (conversions and merges never overwrite)."""
     if output.exists() and not (output.is_dir() and not any(output.iterdir())):
@@ -118,6 +129,9 @@ def convert_checkpoint(
         raise ValueError(f"to must be one of {LAYOUTS}, got {to!r}.")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, got {dtype!r}.")
+    check_shard_size(max_shard_size)
+    if not (atol >= 0 and rtol >= 0):
+        raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}.")
     output = Path(output)
     check_output(output)
     layout = detect_layout(source)
@@ -136,4 +150,4 @@ def convert_checkpoint(
     return ConversionResult(output, layout, to, report)
 
 
-__all__ = ["DEFAULT_MAX_SHARD_SIZE", "ConversionResult", "check_output", "convert_checkpoint"]
+__all__ = ["DEFAULT_MAX_SHARD_SIZE", "ConversionResult", "check_output", "check_shard_size", "convert_checkpoint"]

@@ -124,7 +124,7 @@ def detect_layout(source: str | os.PathLike | BaaiFolders) -> str:
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
-        raise ValueError(f"{folder} looks like several layouts at once ({', '.join(found)}); pass the layout explicitly.")
+        raise ValueError(f"{folder} looks like several layouts at once ({', '.join(found)}); pass the layout.")
     if model_type in ("Emu3", "Emu3VisionVQ"):
         part = "LM" if model_type == "Emu3" else "VQ"
         raise ValueError(
@@ -192,11 +192,12 @@ def _read_pipeline(folder: Path, dtype: torch.dtype | None) -> Emu3Checkpoint:
             )
     pipeline_class = index.get("_class_name")
     if pipeline_class not in PIPELINE_CLASSES:
-        raise ValueError(f"{folder}/model_index.json names pipeline {pipeline_class!r}; expected one of {PIPELINE_CLASSES}.")
+        raise ValueError(f"{folder}/model_index.json names {pipeline_class!r}; expected one of {PIPELINE_CLASSES}.")
     tokenizer = Emu3Tokenizer.from_pretrained(folder / "tokenizer")
     image_processor = Emu3VisionVQImageProcessor.from_pretrained(folder / "image_processor")
     lm, vq = _load_models(folder / "model", folder / "vq_model", dtype)
-    return Emu3Checkpoint(lm, vq, _check_tokenizer(tokenizer, lm, folder / "tokenizer"), image_processor, pipeline_class)
+    _check_tokenizer(tokenizer, lm, folder / "tokenizer")
+    return Emu3Checkpoint(lm, vq, tokenizer, image_processor, pipeline_class)
 
 
 def _read_native_tokenizer(folder: Path) -> Emu3Tokenizer | None:

@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..utils.atomic import staged_folder
-from .folders import DEFAULT_MAX_SHARD_SIZE, check_output
+from .folders import DEFAULT_MAX_SHARD_SIZE, check_output, check_shard_size
 from .layouts import model_type_of, detect_layout
 from .native import lm_key_to_baai, lm_key_to_native
 
@@ -171,7 +171,8 @@ def _verify(source: dict, target: dict, modules: list[str], to: str) -> None:
         new = _TO_NAME[to](name)
         checks = (
             ("selected", _selects(before, name), _selects(after, new)),
-            ("rank", _pattern_value(before.rank_pattern, name, before.r), _pattern_value(after.rank_pattern, new, after.r)),
+            ("rank", _pattern_value(before.rank_pattern, name, before.r),
+             _pattern_value(after.rank_pattern, new, after.r)),
             ("alpha", _pattern_value(before.alpha_pattern, name, before.lora_alpha),
              _pattern_value(after.alpha_pattern, new, after.lora_alpha)),
         )  # fmt: skip
@@ -197,6 +198,8 @@ def convert_lora_config(config: dict, to: str, modules: list[str]) -> dict:
         modules: the adapted modules (source names), to check the result with PEFT's own matching rules.
     """
     to = _check_naming(to)
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"Only LoRA adapters (peft_type 'LORA') are converted; this one is {config.get('peft_type')!r}.")
     new = copy.deepcopy(config)
     for field in ("target_modules", "modules_to_save", "target_parameters"):
         if isinstance(new.get(field), list):
@@ -284,7 +287,7 @@ def _base_lm_folder(base: Path) -> Path:
 def _weight_files(folder: Path) -> list[Path]:
     pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
     if pickled:
-        raise ValueError(f"{folder} holds pickled weights ({pickled[:3]}); merge-lora reads and writes safetensors only.")
+        raise ValueError(f"{folder} holds pickled weights ({pickled[:3]}); merge-lora reads safetensors only.")
     return [p for p in folder.iterdir() if re.fullmatch(r"model(-\d+-of-\d+)?\.safetensors(\.index\.json)?", p.name)]
 
 
@@ -315,6 +318,7 @@ def merge_lora(
 
     from ..modeling import Emu3LMForCausalLM
 
+    check_shard_size(max_shard_size)
     base, adapter, output = Path(base), Path(adapter), Path(output)
     if not base.is_dir():
         raise ValueError(f"base {str(base)!r} is not a folder (a BAAI LM folder or an emu3-hf pipeline folder).")
@@ -336,7 +340,8 @@ def merge_lora(
         injected = {n for n, m in peft_model.base_model.model.named_modules() if isinstance(m, LoraLayer)}
         if not set(modules) <= injected:
             raise ValueError(
-                f"adapter {str(adapter)!r} was made for another model: it adapts {sorted(set(modules) - injected)[:3]}, "
+                f"adapter {str(adapter)!r} was made for another model: it adapts "
+                f"{sorted(set(modules) - injected)[:3]}, "
                 f"which the LM in {base / lm_rel} does not have (or its target_modules do not select them)."
             )
         merged = peft_model.merge_and_unload().to(stored_dtype)

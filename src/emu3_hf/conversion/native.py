@@ -79,7 +79,7 @@ def vq_key_to_baai(key: str) -> str:
 
 
 def lm_key_to_native(key: str) -> str:
-    """Our LM's parameter or module name (identical to BAAI's remote code) -> its name in ``Emu3ForConditionalGeneration``.
+    """Our LM's parameter or module name (= BAAI's remote code's) -> its name in ``Emu3ForConditionalGeneration``.
 
     The whole LM table: ``model.X`` -> ``model.text_model.X``; ``lm_head``, ``lm_head.*`` unchanged. Raises
     ``ValueError`` on any other name, so nothing is carried over unmapped.
@@ -92,7 +92,7 @@ def lm_key_to_native(key: str) -> str:
         return key
     if key.startswith("model."):
         return "model.text_model." + key.removeprefix("model.")
-    raise ValueError(f"{key!r} is not a name in the Emu3 LM (expected 'model.*' or 'lm_head*'); no native name maps it.")
+    raise ValueError(f"{key!r} is not a name in the Emu3 LM (expected 'model.*' or 'lm_head*'); nothing maps it.")
 
 
 def lm_key_to_baai(key: str) -> str:
@@ -108,10 +108,8 @@ def lm_key_to_baai(key: str) -> str:
         return key
     if key.startswith("model.text_model."):
         return "model." + key.removeprefix("model.text_model.")
-    raise ValueError(
-        f"{key!r} is not a name in the native text model (expected 'model.text_model.*' or 'lm_head*')"
-        + ("; it belongs to the native VQ, which an LM checkpoint or adapter does not hold." if "vqmodel" in key else ".")
-    )
+    why = "; it belongs to the native VQ, which an LM checkpoint or adapter does not hold." if "vqmodel" in key else "."
+    raise ValueError(f"{key!r} is not a name in the native text model ('model.text_model.*' or 'lm_head*'){why}")
 
 
 def _is_attn_projection_weight(native_key: str) -> bool:

@@ -110,7 +110,8 @@ def _sizes(source, layout: str) -> tuple[int, int]:
     from ..modeling import Emu3LMConfig, Emu3VisionVQConfig
 
     lm_dir, vq_dir = model_folders(source, layout)
-    return Emu3LMConfig.from_pretrained(lm_dir).vocab_size, 2 ** (len(Emu3VisionVQConfig.from_pretrained(vq_dir).ch_mult) - 1)
+    levels = len(Emu3VisionVQConfig.from_pretrained(vq_dir).ch_mult)
+    return Emu3LMConfig.from_pretrained(lm_dir).vocab_size, 2 ** (levels - 1)
 
 
 def compare_checkpoints(
