@@ -376,10 +376,10 @@ def _write_native(ckpt: Emu3Checkpoint, folder: Path, max_shard_size: int | str)
         parts.append(Emu3ImageProcessor(**fields))
     if ckpt.tokenizer is not None:
         parts.append(native_tokenizer(ckpt.tokenizer, native.config.image_token_id))
-    if len(parts) == 2:
+    if len(parts) == 2:  # the processor writes both, as transformers' own conversion does
         Emu3Processor(image_processor=parts[0], tokenizer=parts[1]).save_pretrained(folder)
-    for part in parts if len(parts) == 1 else ():
-        part.save_pretrained(folder)
+    elif parts:
+        parts[0].save_pretrained(folder)
 
 
 _WRITERS = {"baai": _write_baai, "pipeline": _write_pipeline, "native": _write_native}
