@@ -74,3 +74,10 @@ def test_load_video_round_trips_a_gif(tmp_path):
     assert [np.asarray(f)[0, 0, 0] for f in back] == [0, 40, 80, 120]
     with pytest.raises(FileNotFoundError):
         load_video(tmp_path / "none.gif")
+
+
+def test_the_parser_offers_exactly_the_conversion_layouts():
+    import emu3_cli
+    from emu3_hf.conversion.layouts import LAYOUTS
+
+    assert emu3_cli._LAYOUTS == LAYOUTS

@@ -7,6 +7,8 @@ Example:
     emu3 caption circle.png
     emu3 video "a small blue square moving right on a gray background" -o clip.gif
     emu3 continue clip.gif -o more.gif
+    emu3 convert --lm Emu3-Gen --vq Emu3-VisionTokenizer --to pipeline -o emu3-gen-pipeline --validate
+    emu3 merge-lora emu3-gen-pipeline my-lora emu3-gen-merged
     ```
 """
 
@@ -87,7 +89,55 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--num-frames", type=int, default=None, help="new frames (default: the temporal factor)")
     cont.add_argument("--fps", type=int, default=8)
     _sampling_options(cont)
+    _add_conversion_commands(commands)
     return parser
+
+
+_CONVERT_HELP = """\
+Convert an Emu3 checkpoint between layouts: 'baai' (BAAI's LM folder + VQ folder), 'pipeline' (an emu3-hf
+pipeline folder: model_index.json + components) and 'native' (transformers' Emu3ForConditionalGeneration with its
+processor). The source layout is detected. BAAI input: --lm DIR --vq DIR [--tokenizer DIR], or one folder holding
+lm/ and vq/. BAAI output: OUTPUT/lm (weights, config, tokenizer files) and OUTPUT/vq (weights, config,
+preprocessor_config.json), BAAI's two Hub repos side by side. Weights are written as safetensors only, the
+tokenizer with tokenizer.json; nothing appears at OUTPUT unless the whole conversion (and --validate) succeeded."""
+_LAYOUTS = ("baai", "pipeline", "native")  # emu3_hf.conversion.layouts.LAYOUTS (a test keeps them equal)
+_SHARD = "5GB"
+
+
+def _add_conversion_commands(commands) -> None:
+    convert = commands.add_parser("convert", help="convert a checkpoint between BAAI, pipeline and native layouts",
+                                  description=_CONVERT_HELP)
+    convert.add_argument("source", nargs="?", type=Path, default=None,
+                         help="checkpoint folder (pipeline, native, or one holding BAAI's lm/ + vq/); omit with --lm")
+    convert.add_argument("--lm", type=Path, default=None, help="BAAI LM folder (with --vq)")
+    convert.add_argument("--vq", type=Path, default=None, help="BAAI VQ folder (with --lm)")
+    convert.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder if the BAAI LM folder has none")
+    convert.add_argument("--to", required=True, choices=_LAYOUTS, help="target layout")
+    convert.add_argument("--output", "-o", required=True, type=Path, help="new folder to write")
+    convert.add_argument("--from", dest="source_layout", choices=_LAYOUTS, default=None,
+                         help="the source's layout, checked against the detected one")
+    convert.add_argument("--dtype", choices=_DTYPES, default=None, help="cast all weights (default: as stored)")
+    convert.add_argument("--max-shard-size", default=_SHARD, help=f"largest safetensors shard (default {_SHARD})")
+    convert.add_argument("--validate", action="store_true",
+                         help="compare LM logits and VQ codes + pixels of both sides; exit 1 when they differ")
+    convert.add_argument("--atol", type=float, default=1e-3, help="--validate absolute tolerance (default 1e-3)")
+    convert.add_argument("--rtol", type=float, default=1e-3, help="--validate relative tolerance (default 1e-3)")
+
+    lora = commands.add_parser("convert-lora", help="rename a PEFT LoRA adapter between emu3 and native modules",
+                               description="Rename a PEFT LoRA adapter's modules between emu3-hf's LM (the same names "
+                               "as BAAI's remote code: 'emu3', alias 'baai') and transformers' native "
+                               "Emu3ForConditionalGeneration ('native'). Weights stay bit-identical.")
+    lora.add_argument("adapter", type=Path, help="adapter folder (adapter_config.json + adapter_model.safetensors)")
+    lora.add_argument("--to", required=True, choices=("native", "emu3", "baai"), help="target module names")
+    lora.add_argument("--output", "-o", required=True, type=Path, help="new folder to write")
+
+    merge = commands.add_parser("merge-lora", help="fuse a LoRA adapter into a copy of its base checkpoint",
+                                description="Write BASE with the adapter fused into its LM weights (everything else "
+                                "copied) to the new folder OUTPUT, in BASE's layout.")
+    merge.add_argument("base", type=Path, help="BAAI LM folder, folder with BAAI's lm/ + vq/, or pipeline folder")
+    merge.add_argument("adapter", type=Path, help="PEFT adapter folder (emu3 or native module names)")
+    merge.add_argument("output", type=Path, help="new folder to write")
+    merge.add_argument("--max-shard-size", default=_SHARD, help=f"largest safetensors shard (default {_SHARD})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -129,14 +129,17 @@ def _continue(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": _generate, "caption": _caption, "video": _video, "continue": _continue}
+def _commands() -> dict:
+    from . import cli_convert
+
+    return {"generate": _generate, "caption": _caption, "video": _video, "continue": _continue, **cli_convert.COMMANDS}
 
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command; bad input is reported as ``emu3: message`` (no traceback) with exit status 2."""
     try:
-        return COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+        return _commands()[args.command](args)
+    except (ValueError, TypeError, OSError) as err:
         print(f"emu3: {err}", file=sys.stderr)
         return 2
 
