@@ -210,7 +210,7 @@ def _read_native_tokenizer(folder: Path) -> Emu3Tokenizer | None:
     path = folder / "tokenizer.json"
     if not path.is_file():
         return None
-    from ..processing.tokenization_emu3 import _CHAR_TO_BYTE, _build_backend
+    from ..processing.tokenization_emu3 import bpe_string_to_bytes, build_backend
 
     data = json.loads(path.read_text(encoding="utf-8"))
     bpe = data.get("model", {}).get("vocab")
@@ -224,7 +224,7 @@ def _read_native_tokenizer(folder: Path) -> Emu3Tokenizer | None:
     if sorted(by_id) != list(range(len(by_id))):
         raise ValueError(f"{path}: token ids are not the contiguous range 0..{len(by_id) - 1}.")
     try:
-        ranks = {bytes(_CHAR_TO_BYTE[c] for c in by_id[i]): i for i in range(first)}
+        ranks = {bpe_string_to_bytes(by_id[i]): i for i in range(first)}
     except KeyError as err:
         raise ValueError(f"{path}: a BPE token below id {first} is not byte-level ({err}).") from err
     specials = [by_id[i] for i in range(first, len(by_id))]
@@ -234,7 +234,7 @@ def _read_native_tokenizer(folder: Path) -> Emu3Tokenizer | None:
     named_source = {**config, **(extra if isinstance(extra, dict) else {})}
     names = {"bos_token": "bos_token", "eos_token": "eos_token", "pad_token": "pad_token", **_NATIVE_NAMED_TOKENS}
     named = {ours: named_source[theirs] for theirs, ours in names.items() if isinstance(named_source.get(theirs), str)}
-    return Emu3Tokenizer(_backend=_build_backend(ranks, specials), **named)
+    return Emu3Tokenizer(_backend=build_backend(ranks, specials), **named)
 
 
 def _read_native(folder: Path, dtype: torch.dtype | None) -> Emu3Checkpoint:
