@@ -38,6 +38,7 @@ from ..processing.processing_emu3 import Emu3MultimodalProcessor
 from ..processing.tokenization_emu3 import Emu3Tokenizer
 from ..processing.arguments import as_list
 from ..utils.atomic import staged_folder
+from .lora import Emu3LoraLoaderMixin
 from .outputs import Emu3PipelineOutput
 
 BAAI_POSITIVE_PROMPT_SUFFIX = " masterpiece, film grained, best quality."
@@ -88,7 +89,7 @@ def format_uint8_outputs(items: list[np.ndarray], output_type: str):
     return np.stack(arrays) if output_type == "np" else torch.stack(arrays)
 
 
-class Emu3Pipeline(DiffusionPipeline):
+class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
     r"""Text-to-image generation with Emu3 (BAAI ``Emu3-Gen``).
 
     Components:
@@ -98,6 +99,10 @@ class Emu3Pipeline(DiffusionPipeline):
         image_processor ([`Emu3VisionVQImageProcessor`]): pixel post-processing (BAAI's, exactly).
 
     Optional components: none.
+
+    LoRA adapters (PEFT format) load into the LM with diffusers' methods: ``load_lora_weights``, ``set_adapters``,
+    ``fuse_lora`` / ``unfuse_lora``, ``disable_lora`` / ``enable_lora``, ``unload_lora_weights`` (see
+    :class:`~emu3_hf.pipelines.lora.Emu3LoraLoaderMixin`); the video and chat pipelines inherit them.
 
     Callback tensors (``callback_on_step_end_tensor_inputs``):
         ``"codes"``: (B, h, w) partial code grids, -1 where not generated yet (preview them with
