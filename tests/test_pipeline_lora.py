@@ -32,10 +32,8 @@ def adapters(lm_dir, tmp_path_factory):
 
 
 @pytest.fixture()
-def pipe(lm_dir, vq_dir, tiny_tokenizer_dir):
-    pipe = Emu3Pipeline.from_baai(lm_dir, vq_dir, tokenizer_path=tiny_tokenizer_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(make_tiny_pipeline):
+    return make_tiny_pipeline()
 
 
 def _logits(pipe):
