@@ -82,3 +82,17 @@ def tiny_tokenizer_dir(tiny_tokenizer, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-tokenizer")
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def make_tiny_pipeline(lm_dir, vq_dir, tiny_tokenizer_dir):
+    """A factory: a fresh pipeline (``cls``, default Emu3Pipeline) from BAAI's tiny fixtures, progress bar off."""
+
+    def make(cls=None, **kwargs):
+        from emu3_hf.pipelines import Emu3Pipeline
+
+        pipe = (cls or Emu3Pipeline).from_baai(lm_dir, vq_dir, tokenizer_path=tiny_tokenizer_dir, **kwargs)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return make

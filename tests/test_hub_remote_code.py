@@ -225,7 +225,7 @@ def test_folder_layout_and_auto_map(exported):
     for module in (configuration_emu3, modeling_emu3, tokenization_emu3):
         assert (folders["lm"] / Path(module.__file__).name).read_bytes() == Path(module.__file__).read_bytes()
     assert sorted(p.name for p in folders["pipe"].glob("*.py")) == [
-        "configuration_emu3.py", "configuration_emu3visionvq.py", "image_processing_emu3visionvq.py",
+        "configuration_emu3.py", "configuration_emu3visionvq.py", "image_processing_emu3visionvq.py", "loading.py",
         "modeling_emu3.py", "modeling_emu3visionvq.py", "tokenization_emu3.py", "transformers_compat.py",
     ]  # fmt: skip
     assert has_exported_code(folders["lm"]) and has_exported_code(folders["vq"])
@@ -254,10 +254,9 @@ def test_module_importing_the_package_is_refused(tmp_path):
         check_exportable(module)
 
 
-def test_unsupported_object_fails_before_anything_is_written(tmp_path, tiny_tokenizer, vq_dir):
-    processor = Emu3MultimodalProcessor(Emu3VisionVQImageProcessor.from_pretrained(vq_dir), tiny_tokenizer)
-    with pytest.raises(TypeError, match="Emu3MultimodalProcessor"):
-        save_pretrained_with_code(processor, tmp_path / "out")
+def test_unsupported_object_fails_before_anything_is_written(tmp_path):
+    with pytest.raises(TypeError, match="Cannot export the code of a Linear"):
+        save_pretrained_with_code(torch.nn.Linear(2, 2), tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -312,3 +311,40 @@ def test_code_files_follow_relative_imports_recursively(tmp_path, monkeypatch):
 
     names = sorted(p.name for p in code_files([ProbeModel]))
     assert names == ["compat_probe.py", "configuration_probe.py", "helpers_probe.py", "modeling_probe.py"]
+
+
+PROCESSOR_SCRIPT = r'''
+import json, sys
+sys.path.append(sys.argv[1])
+import torch
+from transformers import AutoProcessor
+try:
+    import emu3_hf  # noqa: F401
+    raise SystemExit("emu3_hf must not be importable here")
+except ImportError:
+    pass
+processor = AutoProcessor.from_pretrained(sys.argv[2], trust_remote_code=True)
+gen = processor(text=["a red circle", "a cat"], mode="G", height=3, width=4)["input_ids"].tolist()
+und = processor(text="Describe the image.", codes=[torch.arange(12).view(3, 4)], mode="U")["input_ids"].tolist()
+print(json.dumps({"class": type(processor).__name__, "gen": gen, "und": und}))
+'''
+
+
+def test_processor_export_loads_with_auto_processor_without_the_package(tmp_path, tiny_tokenizer, vq_dir):
+    from emu3_hf import Emu3MultimodalProcessor
+
+    processor = Emu3MultimodalProcessor(Emu3VisionVQImageProcessor.from_pretrained(vq_dir), tiny_tokenizer)
+    save_pretrained_with_code(processor, tmp_path / "proc")
+    assert {"processing_emu3.py", "layout.py", "prefix_rules.py", "arguments.py", "tokenization_emu3.py",
+            "image_processing_emu3visionvq.py"} <= {p.name for p in (tmp_path / "proc").glob("*.py")}
+    (tmp_path / "run.py").write_text(PROCESSOR_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"), HF_MODULES_CACHE=str(tmp_path / "modules"))
+    run = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "run.py"), sysconfig.get_paths()["purelib"],
+                          str(tmp_path / "proc")], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["class"] == "Emu3MultimodalProcessor"
+    assert out["gen"] == processor(text=["a red circle", "a cat"], mode="G", height=3, width=4)["input_ids"].tolist()
+    codes = [torch.arange(12).view(3, 4)]
+    assert out["und"] == processor(text="Describe the image.", codes=codes, mode="U")["input_ids"].tolist()

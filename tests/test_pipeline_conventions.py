@@ -13,10 +13,8 @@ SIZE = dict(height=6, width=8)  # a 3 x 4 token grid with the tiny VQ
 
 
 @pytest.fixture(scope="module")
-def pipe(lm_dir, vq_dir, tiny_tokenizer_dir):
-    pipe = Emu3Pipeline.from_baai(lm_dir, vq_dir, tokenizer_path=tiny_tokenizer_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(make_tiny_pipeline):
+    return make_tiny_pipeline()
 
 
 def _gens(*seeds):

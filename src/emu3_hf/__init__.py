@@ -21,12 +21,21 @@ from .processing import (
     calculate_generate_size,
 )
 
-from .pipelines import Emu3ChatPipeline, Emu3Pipeline, Emu3VideoPipeline
-
 # BAAI's README imports `Emu3Processor`; the class itself has another name so it never shadows transformers'.
 Emu3Processor = Emu3MultimodalProcessor
 
 register_auto_classes()
+
+# The pipelines need diffusers, which model-only users never import: load them on first access (PEP 562).
+_LAZY = {"Emu3ChatPipeline", "Emu3Pipeline", "Emu3VideoPipeline"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import pipelines
+
+        return getattr(pipelines, name)
+    raise AttributeError(f"module 'emu3_hf' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,7 @@
-"""The ``emu3`` command line.
+"""The work behind the ``emu3`` command: load a pipeline, run it, write the outputs atomically.
+
+The argument parser lives in :mod:`emu3_cli` (standard library only, so ``emu3 --help`` answers at once); this module
+is imported once a command has been parsed.
 
 Example:
     ```bash
@@ -6,6 +9,7 @@ Example:
     emu3 generate "a cat" --model path/to/pipeline-folder --ratio 16:9 --num-images 2 --output cat.png
     emu3 generate "a cat" --lm BAAI/Emu3-Gen --vq BAAI/Emu3-VisionTokenizer --dtype bfloat16 --device cuda \\
         --output cat.png
+    emu3 caption cat.png
     ```
 """
 
@@ -16,63 +20,46 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
+from .utils.atomic import atomic_file
+
 # BAAI's tiny random-weight test checkpoints as a pipeline folder (scripts/build_random_tiny_pipeline.py), until
 # the project's own trained tiny model replaces them.
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "baai-tiny-random"
-_DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emu3", description="BAAI's Emu3 with Hugging Face tooling.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    gen = commands.add_parser("generate", help="text-to-image generation")
-    gen.add_argument("prompt", help="the text prompt")
-    gen.add_argument("--output", "-o", required=True, type=Path,
-                     help="image file to write (with --num-images N > 1: NAME-0.png ... NAME-(N-1).png)")
-    where = gen.add_argument_group("model (a pipeline folder, or BAAI's separate folders)")
-    where.add_argument("--model", type=Path, default=None,
-                       help=f"pipeline folder written by Emu3Pipeline.save_pretrained (default: {DEFAULT_MODEL})")
-    where.add_argument("--lm", default=None, help="BAAI LM folder or Hub id (with --vq; overrides --model)")
-    where.add_argument("--vq", default=None, help="BAAI VQ folder or Hub id")
-    where.add_argument("--tokenizer", default=None, help="tokenizer folder when the LM folder has none")
-    gen.add_argument("--negative-prompt", default=None, help="guidance prompt (default: BAAI's negative prompt)")
-    gen.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (1 disables)")
-    gen.add_argument("--ratio", default="1:1", help="aspect ratio w:h (ignored with --height/--width)")
-    gen.add_argument("--image-area", type=int, default=None, help="pixel area (default: the model config's)")
-    gen.add_argument("--height", type=int, default=None, help="height in pixels (multiple of the VQ factor)")
-    gen.add_argument("--width", type=int, default=None, help="width in pixels (multiple of the VQ factor)")
-    gen.add_argument("--num-images", type=int, default=1, help="images to generate")
-    gen.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
-    gen.add_argument("--top-k", type=int, default=2048)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--greedy", action="store_true", help="pick the most likely token instead of sampling")
-    gen.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    gen.add_argument("--dtype", choices=_DTYPES, default=None, help="LM dtype (default: as saved)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.set_defaults(run=_generate)
-    return parser
-
-
-def _load_pipeline(args: argparse.Namespace):
-    import torch
-
-    from .pipelines import Emu3Pipeline
-
+def _load_pipeline(args: argparse.Namespace, pipeline_class):
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.lm is not None or args.vq is not None:
         if args.lm is None or args.vq is None:
-            raise SystemExit("emu3: pass both --lm and --vq (BAAI's separate folders), or a pipeline folder --model.")
-        return Emu3Pipeline.from_baai(args.lm, args.vq, tokenizer_path=args.tokenizer, torch_dtype=dtype)
-    folder = args.model or DEFAULT_MODEL
-    if not (Path(folder) / "model_index.json").is_file():
-        raise SystemExit(
-            f"emu3: {folder} is not a pipeline folder (no model_index.json). Pass --model PATH (a folder written by "
-            "Emu3Pipeline.save_pretrained) or --lm/--vq[/--tokenizer] with BAAI's folders."
-        )
-    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    return Emu3Pipeline.from_pretrained(folder, **kwargs)
+            raise ValueError("pass both --lm and --vq (BAAI's separate folders), or a pipeline folder --model.")
+        pipe = pipeline_class.from_baai(args.lm, args.vq, tokenizer_path=args.tokenizer, torch_dtype=dtype)
+    else:
+        folder = args.model or DEFAULT_MODEL
+        if Path(folder).exists() and not (Path(folder) / "model_index.json").is_file():
+            raise ValueError(
+                f"{folder} is not a pipeline folder (no model_index.json). Pass --model PATH (a folder written by "
+                "Emu3Pipeline.save_pretrained, or a Hub repo id) or --lm/--vq[/--tokenizer] with BAAI's folders."
+            )
+        pipe = pipeline_class.from_pretrained(folder, **({"torch_dtype": dtype} if dtype is not None else {}))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=args.quiet, desc="rows")
+    return pipe
+
+
+def _generator(args: argparse.Namespace) -> torch.Generator | None:
+    return torch.Generator("cpu").manual_seed(args.seed) if args.seed is not None else None
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    return dict(negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, do_sample=not args.greedy,
+                top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, generator=_generator(args))
+
+
+def _size(args: argparse.Namespace) -> dict:
+    return dict(height=args.height, width=args.width, ratio=args.ratio, image_area=args.image_area)
 
 
 def _output_paths(output: Path, count: int) -> list[Path]:
@@ -81,48 +68,87 @@ def _output_paths(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}-{i}{output.suffix or '.png'}") for i in range(count)]
 
 
-def _generate(args: argparse.Namespace) -> int:
-    import torch
+def _save_image(image, path: Path) -> None:
     from PIL import Image
 
-    pipe = _load_pipeline(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = pipe.to(device)
-    pipe.set_progress_bar_config(disable=args.quiet, desc="rows")
-    generator = torch.Generator("cpu").manual_seed(args.seed) if args.seed is not None else None
-    out = pipe(
-        args.prompt,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
-        ratio=args.ratio,
-        image_area=args.image_area,
-        guidance_scale=args.guidance_scale,
-        num_images_per_prompt=args.num_images,
-        generator=generator,
-        do_sample=not args.greedy,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        temperature=args.temperature,
-    )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    from .utils.atomic import atomic_file
+    with atomic_file(path) as tmp:  # an interrupted run never leaves a truncated image
+        image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
 
+
+def _save_video(frames, path: Path, fps: int) -> None:
+    from .utils.video_export import export_to_gif, export_to_mp4
+
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"--output must end in .gif or .mp4, got {path.name!r}.")
+    (export_to_mp4 if path.suffix.lower() == ".mp4" else export_to_gif)(frames, path, fps=fps)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .pipelines import Emu3Pipeline
+
+    pipe = _load_pipeline(args, Emu3Pipeline)
+    out = pipe(args.prompt, num_images_per_prompt=args.num_images, **_size(args), **_sampling(args))
     for image, path in zip(out.images, _output_paths(args.output, len(out.images))):
-        with atomic_file(path) as tmp:  # an interrupted run never leaves a truncated image
-            image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        _save_image(image, path)
         print(path)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``emu3`` command; returns the exit status."""
-    args = _build_parser().parse_args(argv)
+def _caption(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .pipelines import Emu3ChatPipeline
+
+    if not args.image.is_file():
+        raise ValueError(f"No image file at {args.image}.")
+    image = Image.open(args.image).convert("RGB")
+    pipe = _load_pipeline(args, Emu3ChatPipeline)
+    print(pipe(args.question, images=image, max_new_tokens=args.max_new_tokens).text[0])
+    return 0
+
+
+def _video(args: argparse.Namespace) -> int:
+    from .pipelines import Emu3VideoPipeline
+
+    pipe = _load_pipeline(args, Emu3VideoPipeline)
+    out = pipe(args.prompt, num_frames=args.num_frames, **_size(args), **_sampling(args))
+    _save_video(out.frames[0], args.output, args.fps)
+    print(args.output)
+    return 0
+
+
+def _continue(args: argparse.Namespace) -> int:
+    from .pipelines import Emu3VideoPipeline
+    from .utils.video_export import load_video
+
+    frames = load_video(args.video)
+    pipe = _load_pipeline(args, Emu3VideoPipeline)
+    out = pipe(args.prompt or "", video=frames, num_frames=args.num_frames, **_sampling(args))
+    _save_video(out.frames[0], args.output, args.fps)
+    print(args.output)
+    return 0
+
+
+def _commands() -> dict:
+    from . import cli_convert
+
+    return {"generate": _generate, "caption": _caption, "video": _video, "continue": _continue, **cli_convert.COMMANDS}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; bad input is reported as ``emu3: message`` (no traceback) with exit status 2."""
     try:
-        return args.run(args)
-    except (ValueError, TypeError) as err:  # argument problems reported by the pipeline: no traceback
+        return _commands()[args.command](args)
+    except (ValueError, TypeError, OSError) as err:
         print(f"emu3: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``emu3`` command (parsing in :mod:`emu3_cli`, then :func:`run`)."""
+    from emu3_cli import main as parse_and_run
+
+    return parse_and_run(argv)
 
 
 if __name__ == "__main__":

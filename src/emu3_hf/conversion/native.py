@@ -28,6 +28,8 @@ _LM_CONFIG_FIELDS = (
     "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "attention_dropout",
     "initializer_range", "tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id", "rope_parameters",
 )  # fmt: skip
+# LM config fields with no native counterpart; kept as extra top-level entries of the native config.
+_LM_EXTRA_FIELDS = ("image_area", "eol_token_id", "eof_token_id")
 
 
 # Structural renames of the VQ, BAAI template -> native template, tried in order (the first match wins in both
@@ -76,6 +78,40 @@ def vq_key_to_baai(key: str) -> str:
     return _rename_vq_key(key, to_native=False)
 
 
+def lm_key_to_native(key: str) -> str:
+    """Our LM's parameter or module name (= BAAI's remote code's) -> its name in ``Emu3ForConditionalGeneration``.
+
+    The whole LM table: ``model.X`` -> ``model.text_model.X``; ``lm_head``, ``lm_head.*`` unchanged. Raises
+    ``ValueError`` on any other name, so nothing is carried over unmapped.
+
+    Example:
+        >>> lm_key_to_native("model.layers.0.self_attn.q_proj.weight")
+        'model.text_model.layers.0.self_attn.q_proj.weight'
+    """
+    if key == "lm_head" or key.startswith("lm_head."):
+        return key
+    if key.startswith("model."):
+        return "model.text_model." + key.removeprefix("model.")
+    raise ValueError(f"{key!r} is not a name in the Emu3 LM (expected 'model.*' or 'lm_head*'); nothing maps it.")
+
+
+def lm_key_to_baai(key: str) -> str:
+    """Native text-model name -> our (= BAAI's) LM name; the inverse of :func:`lm_key_to_native`.
+
+    Raises ``ValueError`` for names outside the text model (the VQ's ``model.vqmodel.*`` included).
+
+    Example:
+        >>> lm_key_to_baai("model.text_model.norm.weight")
+        'model.norm.weight'
+    """
+    if key == "lm_head" or key.startswith("lm_head."):
+        return key
+    if key.startswith("model.text_model."):
+        return "model." + key.removeprefix("model.text_model.")
+    why = "; it belongs to the native VQ, which an LM checkpoint or adapter does not hold." if "vqmodel" in key else "."
+    raise ValueError(f"{key!r} is not a name in the native text model ('model.text_model.*' or 'lm_head*'){why}")
+
+
 def _is_attn_projection_weight(native_key: str) -> bool:
     return bool(re.search(r"\.(q_proj|k_proj|v_proj|out_proj)\.weight$", native_key))
 
@@ -112,6 +148,18 @@ def native_config_from_baai(lm_config: Emu3LMConfig, vq_config: Emu3VisionVQConf
             f"levels {vq_config.attn_resolutions} of widths {widths}; it cannot be represented natively. Keep the "
             "BAAI layout (emu3-hf loads it directly)."
         )
+    if lm_config.attention_bias or lm_config.mlp_bias:
+        raise ValueError(
+            "transformers' native Emu3 text model has no attention or MLP biases, but this LM config sets "
+            f"attention_bias={lm_config.attention_bias}, mlp_bias={lm_config.mlp_bias}; it cannot be represented "
+            "natively. Keep the BAAI layout or an emu3-hf pipeline folder."
+        )
+    if lm_config.head_dim != lm_config.hidden_size // lm_config.num_attention_heads:
+        raise ValueError(
+            f"transformers' native Emu3 uses head_dim = hidden_size / num_attention_heads, but this LM has head_dim "
+            f"{lm_config.head_dim} (hidden_size {lm_config.hidden_size}, {lm_config.num_attention_heads} heads); it "
+            "cannot be represented natively. Keep the BAAI layout or an emu3-hf pipeline folder."
+        )
     text = {name: getattr(lm_config, name) for name in _LM_CONFIG_FIELDS}
     vq = dict(
         codebook_size=vq_config.codebook_size, embed_dim=vq_config.embed_dim, latent_channels=vq_config.z_channels,
@@ -122,9 +170,12 @@ def native_config_from_baai(lm_config: Emu3LMConfig, vq_config: Emu3VisionVQConf
         attention_dropout=0.0,
     )  # fmt: skip
     vocabulary_map = vocabulary_map or default_vocabulary_map(lm_config)
+    # Fields native code has no place for ride along as extra top-level config entries (transformers keeps and
+    # saves unknown entries), so that native -> BAAI gives the same config back.
+    extras = {name: getattr(lm_config, name) for name in _LM_EXTRA_FIELDS}
     return Emu3Config(
         text_config=text, vq_config=vq, vocabulary_map=vocabulary_map,
-        image_token_id=vocabulary_map["<image>"], tie_word_embeddings=lm_config.tie_word_embeddings,
+        image_token_id=vocabulary_map["<image>"], tie_word_embeddings=lm_config.tie_word_embeddings, **extras,
     )  # fmt: skip
 
 
@@ -147,6 +198,31 @@ def _materialize_rope_buffers(model: torch.nn.Module) -> None:
         raise RuntimeError(f"Conversion left tensors on the meta device: {leftover[:5]}")
 
 
+def native_state_dict_from_baai(lm_state: dict, vq_state: dict) -> dict[str, torch.Tensor]:
+    """Our LM + VQ state dicts -> one native in-memory state dict (same tensors; attention convs viewed as Linear)."""
+    state = {lm_key_to_native(key): value for key, value in lm_state.items()}
+    for key, value in vq_state.items():
+        new = vq_key_to_native(key)
+        if _is_attn_projection_weight(new):
+            value = value[:, :, 0, 0]  # 1x1 conv (C, C, 1, 1) -> Linear (C, C); same matrix, no transpose
+        state["model.vqmodel." + new] = value
+    return state
+
+
+def baai_state_dicts_from_native(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A native in-memory state dict -> our (LM, VQ) state dicts; raises on a key of neither part."""
+    lm_state, vq_state = {}, {}
+    for key, value in state.items():
+        if key.startswith("model.vqmodel."):
+            new = vq_key_to_baai(key.removeprefix("model.vqmodel."))
+            if _is_attn_projection_weight(key):
+                value = value[:, :, None, None]  # Linear (C, C) -> 1x1 conv (C, C, 1, 1)
+            vq_state[new] = value
+        else:
+            lm_state[lm_key_to_baai(key)] = value
+    return lm_state, vq_state
+
+
 @torch.no_grad()
 def convert_baai_to_native(lm: Emu3LMForCausalLM, vq: Emu3VisionVQModel, vocabulary_map: dict | None = None):
     """Build transformers' ``Emu3ForConditionalGeneration`` holding exactly the weights of ``lm`` and ``vq``."""
@@ -155,14 +231,7 @@ def convert_baai_to_native(lm: Emu3LMForCausalLM, vq: Emu3VisionVQModel, vocabul
     config = native_config_from_baai(lm.config, vq.config, vocabulary_map)
     with torch.device("meta"):
         native = Emu3ForConditionalGeneration(config)
-    state = {}
-    for key, value in lm.state_dict().items():
-        state["lm_head.weight" if key == "lm_head.weight" else "model.text_model." + key.removeprefix("model.")] = value
-    for key, value in vq.state_dict().items():
-        new = vq_key_to_native(key)
-        if _is_attn_projection_weight(new):
-            value = value[:, :, 0, 0]  # 1x1 conv (C, C, 1, 1) -> Linear (C, C); same matrix, no transpose
-        state["model.vqmodel." + new] = value
+    state = native_state_dict_from_baai(lm.state_dict(), vq.state_dict())
     expected = set(native.state_dict())
     if set(state) != expected:
         raise RuntimeError(
@@ -178,11 +247,15 @@ def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel
     """Split a native ``Emu3ForConditionalGeneration`` back into our (BAAI-layout) LM and VQ, losslessly."""
     cfg = native.config
     text, vqc, vocab = cfg.text_config, cfg.vq_config, cfg.vocabulary_map
+    # eol/eof follow BAAI's convention (<|extra_200|>, <|extra_201|>) unless the config carries them (see
+    # native_config_from_baai); image_area likewise falls back to the LM config's default.
+    extras = {"eol_token_id": vocab["<|extra_200|>"], "eof_token_id": vocab["<|extra_201|>"]}
+    extras.update({name: getattr(cfg, name) for name in _LM_EXTRA_FIELDS if getattr(cfg, name, None) is not None})
     lm_config = Emu3LMConfig(
         **{name: getattr(text, name) for name in _LM_CONFIG_FIELDS},
         img_token_id=vocab["<|image token|>"], boi_token_id=vocab["<|image start|>"],
-        eoi_token_id=vocab["<|image end|>"], eol_token_id=vocab["<|extra_200|>"], eof_token_id=vocab["<|extra_201|>"],
-        visual_token_offset=vocab["<|visual token 000000|>"], codebook_size=vqc.codebook_size,
+        eoi_token_id=vocab["<|image end|>"], visual_token_offset=vocab["<|visual token 000000|>"],
+        codebook_size=vqc.codebook_size, **extras,
     )  # fmt: skip
     vq_config = Emu3VisionVQConfig(
         codebook_size=vqc.codebook_size, embed_dim=vqc.embed_dim, z_channels=vqc.latent_channels,
@@ -191,19 +264,7 @@ def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel
         ch_mult=list(vqc.channel_multiplier), num_res_blocks=vqc.num_res_blocks,
         attn_resolutions=list(vqc.attn_resolutions), dropout=0.0,
     )  # fmt: skip
-    lm_state, vq_state = {}, {}
-    for key, value in native.state_dict().items():
-        if key == "lm_head.weight":
-            lm_state[key] = value
-        elif key.startswith("model.text_model."):
-            lm_state["model." + key.removeprefix("model.text_model.")] = value
-        elif key.startswith("model.vqmodel."):
-            new = vq_key_to_baai(key.removeprefix("model.vqmodel."))
-            if _is_attn_projection_weight(key):
-                value = value[:, :, None, None]  # Linear (C, C) -> 1x1 conv (C, C, 1, 1)
-            vq_state[new] = value
-        else:
-            raise ValueError(f"Unexpected native key {key!r}: this converter knows text_model, vqmodel and lm_head.")
+    lm_state, vq_state = baai_state_dicts_from_native(native.state_dict())
     models = []
     for cls, config, state in ((Emu3LMForCausalLM, lm_config, lm_state), (Emu3VisionVQModel, vq_config, vq_state)):
         with torch.device("meta"):
@@ -215,10 +276,14 @@ def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel
 
 
 __all__ = [
+    "baai_state_dicts_from_native",
     "convert_baai_to_native",
     "convert_native_to_baai",
     "default_vocabulary_map",
+    "lm_key_to_baai",
+    "lm_key_to_native",
     "native_config_from_baai",
+    "native_state_dict_from_baai",
     "vq_key_to_baai",
     "vq_key_to_native",
 ]

@@ -36,8 +36,8 @@ from .cards import (
     usage_code,
 )
 from .download import download_pipeline
-from .push import push_adapter_to_hub, push_folder_to_hub, push_model_to_hub, push_pipeline_to_hub
 from ..utils.atomic import staged_folder
+from .push import push_adapter_to_hub, push_folder_to_hub, push_model_to_hub, push_pipeline_to_hub
 from .remote_code import check_exportable, code_files, has_exported_code, save_pretrained_with_code
 
 __all__ = [

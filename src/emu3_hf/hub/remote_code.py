@@ -38,7 +38,7 @@ from transformers.configuration_utils import PreTrainedConfig
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 from ..modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel, Emu3VisionVQConfig, Emu3VisionVQModel
-from ..processing import Emu3Tokenizer, Emu3VisionVQImageProcessor
+from ..processing import Emu3MultimodalProcessor, Emu3Tokenizer, Emu3VisionVQImageProcessor
 from ..utils.atomic import staged_folder
 
 _PACKAGE = __name__.split(".")[0]  # "emu3_hf": exported code must not need it
@@ -140,12 +140,17 @@ def _plans(obj: Any, subfolder: str = "") -> list[_CodePlan]:
     if isinstance(obj, Emu3VisionVQImageProcessor):
         auto_map = {"AutoImageProcessor": code_reference(type(obj))}
         return [_CodePlan(subfolder, "preprocessor_config.json", auto_map, (type(obj),))]
+    if isinstance(obj, Emu3MultimodalProcessor):
+        # The processor's own auto_map, plus its tokenizer's (tokenizer_config.json); transformers keeps the image
+        # processor's settings, and its auto_map, inside processor_config.json.
+        processor = _CodePlan(subfolder, "processor_config.json", {"AutoProcessor": code_reference(type(obj))},
+                              (type(obj), type(obj.image_processor)))
+        return [processor, *_plans(obj.tokenizer, subfolder)]
     if isinstance(obj, DiffusionPipeline) and not subfolder:
         return [plan for name, component in obj.components.items() for plan in _plans(component, name)]
     raise TypeError(
         f"Cannot export the code of a {type(obj).__name__}: pass an Emu3 model or config, an Emu3Tokenizer, an "
-        "Emu3VisionVQImageProcessor or an Emu3 pipeline (each component gets its code). A processor is exported "
-        "through its tokenizer and image processor."
+        "Emu3VisionVQImageProcessor, an Emu3MultimodalProcessor or an Emu3 pipeline (each component gets its code)."
     )
 
 

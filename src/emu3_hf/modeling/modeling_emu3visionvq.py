@@ -27,6 +27,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_emu3visionvq import GROUPNORM_GROUPS, Emu3VisionVQConfig
+from .loading import ClearLoadErrors
 
 # Rows of the (positions x codebook) distance matrix computed at once: bounds the quantiser's memory
 # (2**26 float32 entries = 256 MiB) for long videos and large codebooks.
@@ -410,7 +411,7 @@ class Emu3VisionVQOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
 
 
-class Emu3VisionVQPreTrainedModel(PreTrainedModel):
+class Emu3VisionVQPreTrainedModel(ClearLoadErrors, PreTrainedModel):
     """Weight init and loading glue shared by the Emu3 VQ models."""
 
     config_class = Emu3VisionVQConfig

@@ -38,6 +38,7 @@ from ..processing.processing_emu3 import Emu3MultimodalProcessor
 from ..processing.tokenization_emu3 import Emu3Tokenizer
 from ..processing.arguments import as_list
 from ..utils.atomic import staged_folder
+from .lora import Emu3LoraLoaderMixin
 from .outputs import Emu3PipelineOutput
 
 BAAI_POSITIVE_PROMPT_SUFFIX = " masterpiece, film grained, best quality."
@@ -88,7 +89,7 @@ def format_uint8_outputs(items: list[np.ndarray], output_type: str):
     return np.stack(arrays) if output_type == "np" else torch.stack(arrays)
 
 
-class Emu3Pipeline(DiffusionPipeline):
+class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
     r"""Text-to-image generation with Emu3 (BAAI ``Emu3-Gen``).
 
     Components:
@@ -98,6 +99,10 @@ class Emu3Pipeline(DiffusionPipeline):
         image_processor ([`Emu3VisionVQImageProcessor`]): pixel post-processing (BAAI's, exactly).
 
     Optional components: none.
+
+    LoRA adapters (PEFT format) load into the LM with diffusers' methods: ``load_lora_weights``, ``set_adapters``,
+    ``fuse_lora`` / ``unfuse_lora``, ``disable_lora`` / ``enable_lora``, ``unload_lora_weights`` (see
+    :class:`~emu3_hf.pipelines.lora.Emu3LoraLoaderMixin`); the video and chat pipelines inherit them.
 
     Callback tensors (``callback_on_step_end_tensor_inputs``):
         ``"codes"``: (B, h, w) partial code grids, -1 where not generated yet (preview them with
@@ -262,12 +267,18 @@ class Emu3Pipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs,
         prompt_ids,
         negative_prompt_ids,
+        empty_prompt_ok: bool = False,
     ) -> None:
-        """Validate the arguments of ``__call__``; every error says what to change."""
+        """Validate the arguments of ``__call__``; every error says what to change. ``empty_prompt_ok``: a video
+        continuation may have no caption (its frames carry the content)."""
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("Pass exactly one of `prompt` (text) or `prompt_ids` (token ids from the processor).")
         if prompt is not None and not all(isinstance(p, str) for p in as_list(prompt)):
-            raise TypeError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}.")
+            raise TypeError(f"`prompt` must be a string or a list of strings, got {prompt!r}.")
+        if prompt is not None and not as_list(prompt):
+            raise ValueError("`prompt` is an empty list: there is no prompt to generate for.")
+        if prompt is not None and not empty_prompt_ok and not all(p.strip() for p in as_list(prompt)):
+            raise ValueError(f"A prompt is empty or blank ({prompt!r}): pass a caption of the image to generate.")
         if negative_prompt is not None and negative_prompt_ids is not None:
             raise ValueError("Pass `negative_prompt` or `negative_prompt_ids`, not both.")
         if prompt_ids is not None and prompt_ids.ndim != 2:

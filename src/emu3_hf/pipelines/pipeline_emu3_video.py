@@ -119,7 +119,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
             raise ValueError("The frame size of a continuation is the given video's: drop `height`/`width`.")
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_videos_per_prompt,
-                          output_type, tensor_inputs, None, None)
+                          output_type, tensor_inputs, None, None, empty_prompt_ok=continuing)
         processor = self.make_processor()
 
         # 2. Encode the context clip (continuation) and lay out the prompts

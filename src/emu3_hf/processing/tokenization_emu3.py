@@ -43,6 +43,8 @@ __all__ = [
     "QWEN_SPLIT_PATTERN",
     "VISUAL_TEMPLATE",
     "Emu3Tokenizer",
+    "bpe_string_to_bytes",
+    "build_backend",
     "build_emu3_tokenizer",
     "emu3_special_tokens",
     "load_tiktoken_bpe",
@@ -80,6 +82,11 @@ _EXTRA_NAMED_TOKENS = ("eol_token", "eof_token", "img_token", "boi_token", "eoi_
 
 _BYTE_TO_CHAR = [bytes_to_unicode()[b] for b in range(256)]
 _CHAR_TO_BYTE = {c: b for b, c in enumerate(_BYTE_TO_CHAR)}
+
+
+def bpe_string_to_bytes(token: str) -> bytes:
+    """The bytes behind a byte-level BPE token string (``tokenizer.json``'s spelling); KeyError if not byte-level."""
+    return bytes(_CHAR_TO_BYTE[c] for c in token)
 
 
 def _bytes_to_bpe_string(token: bytes) -> str:
@@ -182,7 +189,7 @@ def read_vision_tokens_file(path: str | os.PathLike) -> list[str]:
     return [t for t in tokens if t]
 
 
-def _build_backend(ranks: dict[bytes, int], special_tokens: Sequence[str]) -> Tokenizer:
+def build_backend(ranks: dict[bytes, int], special_tokens: Sequence[str]) -> Tokenizer:
     """A `tokenizers.Tokenizer` that reproduces `tiktoken.Encoding(ranks, specials).encode(nfc(text), "all")`."""
     vocab = {_bytes_to_bpe_string(tok): rank for tok, rank in ranks.items()}
     # tiktoken merges any adjacent pair whose concatenation is a token, lowest rank first. Listing every
@@ -319,7 +326,7 @@ class Emu3Tokenizer(PreTrainedTokenizerFast):
             specials = [*QWEN_SPECIAL_TOKENS, *vision]
         else:
             specials = emu3_special_tokens(codebook_size or DEFAULT_CODEBOOK_SIZE)
-        return _build_backend(load_tiktoken_bpe(vocab_file), specials)
+        return build_backend(load_tiktoken_bpe(vocab_file), specials)
 
     @classmethod
     def convert_to_native_format(cls, trust_remote_code: bool = False, **kwargs: Any) -> dict[str, Any]:
@@ -351,7 +358,7 @@ class Emu3Tokenizer(PreTrainedTokenizerFast):
         prefix = f"{filename_prefix}-" if filename_prefix else ""
         bpe_path = Path(save_directory) / f"{prefix}{BAAI_VOCAB_FILE}"
         vocab = self._tokenizer.get_vocab(with_added_tokens=False)
-        ranks = {bytes(_CHAR_TO_BYTE[c] for c in token): rank for token, rank in vocab.items()}
+        ranks = {bpe_string_to_bytes(token): rank for token, rank in vocab.items()}
         write_tiktoken_bpe(ranks, bpe_path)
         vision_path = Path(save_directory) / f"{prefix}{BAAI_SPECIAL_TOKENS_FILE}"
         start = self.first_special_id + len(QWEN_SPECIAL_TOKENS)
@@ -468,5 +475,5 @@ def build_emu3_tokenizer(
         (1600, 1806, 1811, 2067)
     """
     path = Path(bpe_file) if bpe_file is not None else qwen_bpe_file()
-    backend = _build_backend(load_tiktoken_bpe(path, num_ranks=num_text_tokens), emu3_special_tokens(codebook_size))
+    backend = build_backend(load_tiktoken_bpe(path, num_ranks=num_text_tokens), emu3_special_tokens(codebook_size))
     return Emu3Tokenizer(_backend=backend, **kwargs)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
+import PIL.ImageSequence
 
 from .atomic import atomic_file
 
@@ -94,4 +95,31 @@ def export_to_mp4(frames: Sequence[Any] | Any, path: str | os.PathLike, fps: int
     return _atomic_write(path, write)
 
 
-__all__ = ["export_to_gif", "export_to_mp4", "frames_to_uint8"]
+def load_video(path: str | os.PathLike) -> list[PIL.Image.Image]:
+    """Read the frames of a GIF (Pillow) or of any video PyAV can open (MP4, ...) as RGB PIL images.
+
+    Example:
+        ```python
+        >>> frames = load_video("clip.gif")
+        >>> more = video_pipe("a small red circle moving right", video=frames, num_frames=4)
+        ```
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No video file at {path}.")
+    if path.suffix.lower() == ".gif":
+        with PIL.Image.open(path) as gif:
+            frames = [frame.convert("RGB") for frame in PIL.ImageSequence.Iterator(gif)]
+    else:
+        try:
+            import av
+        except ImportError as err:
+            raise ImportError(f"Reading {path.suffix} needs PyAV: pip install 'emu3-hf[video]' (or use a GIF).") from err
+        with av.open(str(path)) as container:
+            frames = [frame.to_image().convert("RGB") for frame in container.decode(video=0)]
+    if not frames:
+        raise ValueError(f"{path} holds no frames.")
+    return frames
+
+
+__all__ = ["export_to_gif", "export_to_mp4", "frames_to_uint8", "load_video"]

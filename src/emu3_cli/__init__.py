@@ -1,0 +1,152 @@
+"""The ``emu3`` command's argument parser: it imports nothing but the standard library, so ``emu3 --help`` and
+argument errors answer at once; a parsed command then imports :mod:`emu3_hf.cli`, where the work is done.
+
+Example:
+    ```bash
+    emu3 generate "a small red circle in the top left corner on a black background" -o circle.png --seed 0
+    emu3 caption circle.png
+    emu3 video "a small blue square moving right on a gray background" -o clip.gif
+    emu3 continue clip.gif -o more.gif
+    emu3 convert --lm Emu3-Gen --vq Emu3-VisionTokenizer --to pipeline -o emu3-gen-pipeline --validate
+    emu3 merge-lora emu3-gen-pipeline my-lora emu3-gen-merged
+    ```
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _model_options() -> argparse.ArgumentParser:
+    """Options every model-running command shares: which model, where, and how verbose."""
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("model (a pipeline folder or repo id, or BAAI's separate folders)")
+    where.add_argument("--model", default=None,
+                       help="pipeline folder or Hub repo id written by Emu3Pipeline.save_pretrained "
+                            "(default: the embedded model shipped with emu3-hf)")
+    where.add_argument("--lm", default=None, help="BAAI LM folder or Hub id (with --vq; overrides --model)")
+    where.add_argument("--vq", default=None, help="BAAI VQ folder or Hub id")
+    where.add_argument("--tokenizer", default=None, help="tokenizer folder when the LM folder has none")
+    common.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    common.add_argument("--dtype", choices=_DTYPES, default=None, help="LM dtype (default: as saved)")
+    common.add_argument("--seed", type=int, default=None, help="random seed (reproducible sampling)")
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+    return common
+
+
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--negative-prompt", default=None, help="guidance prompt (default: BAAI's negative prompt)")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (1 disables)")
+    parser.add_argument("--top-k", type=int, default=2048, help="sample among the k best codes (an int >= 1)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--greedy", action="store_true", help="pick the most likely token instead of sampling")
+
+
+def _size_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ratio", default="1:1", help="aspect ratio w:h (ignored with --height/--width)")
+    parser.add_argument("--image-area", type=int, default=None, help="pixel area (default: the model config's)")
+    parser.add_argument("--height", type=int, default=None, help="height in pixels (multiple of the VQ factor)")
+    parser.add_argument("--width", type=int, default=None, help="width in pixels (multiple of the VQ factor)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``emu3`` command line (standard library only)."""
+    parser = argparse.ArgumentParser(prog="emu3", description="BAAI's Emu3 with Hugging Face tooling.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = _model_options()
+
+    gen = commands.add_parser("generate", parents=[common], help="text-to-image generation")
+    gen.add_argument("prompt", help="the text prompt")
+    gen.add_argument("--output", "-o", required=True, type=Path,
+                     help="image file to write (with --num-images N > 1: NAME-0.png ... NAME-(N-1).png)")
+    gen.add_argument("--num-images", type=int, default=1, help="images to generate")
+    _size_options(gen)
+    _sampling_options(gen)
+
+    cap = commands.add_parser("caption", parents=[common], help="describe an image (image understanding)")
+    cap.add_argument("image", type=Path, help="image file")
+    cap.add_argument("--question", default="Describe the image.", help="what to ask about the image")
+    cap.add_argument("--max-new-tokens", type=int, default=64)
+
+    vid = commands.add_parser("video", parents=[common], help="text-to-video generation")
+    vid.add_argument("prompt", help="the text prompt")
+    vid.add_argument("--output", "-o", required=True, type=Path, help="video file to write (.gif, or .mp4 with PyAV)")
+    vid.add_argument("--num-frames", type=int, default=None, help="frames (a multiple of the VQ's temporal factor)")
+    vid.add_argument("--fps", type=int, default=8)
+    _size_options(vid)
+    _sampling_options(vid)
+
+    cont = commands.add_parser("continue", parents=[common], help="continue a video (what happens next)")
+    cont.add_argument("video", type=Path, help="video to continue (.gif, or .mp4 with PyAV)")
+    cont.add_argument("--output", "-o", required=True, type=Path, help="the continued video (.gif or .mp4)")
+    cont.add_argument("--prompt", default=None, help="caption of the clip (default: none, the frames carry it)")
+    cont.add_argument("--num-frames", type=int, default=None, help="new frames (default: the temporal factor)")
+    cont.add_argument("--fps", type=int, default=8)
+    _sampling_options(cont)
+    _add_conversion_commands(commands)
+    return parser
+
+
+_CONVERT_HELP = """\
+Convert an Emu3 checkpoint between layouts: 'baai' (BAAI's LM folder + VQ folder), 'pipeline' (an emu3-hf
+pipeline folder: model_index.json + components) and 'native' (transformers' Emu3ForConditionalGeneration with its
+processor). The source layout is detected. BAAI input: --lm DIR --vq DIR [--tokenizer DIR], or one folder holding
+lm/ and vq/. BAAI output: OUTPUT/lm (weights, config, tokenizer files) and OUTPUT/vq (weights, config,
+preprocessor_config.json), BAAI's two Hub repos side by side. Weights are written as safetensors only, the
+tokenizer with tokenizer.json; nothing appears at OUTPUT unless the whole conversion (and --validate) succeeded."""
+_LAYOUTS = ("baai", "pipeline", "native")  # emu3_hf.conversion.layouts.LAYOUTS (a test keeps them equal)
+_SHARD = "5GB"
+
+
+def _add_conversion_commands(commands) -> None:
+    convert = commands.add_parser("convert", help="convert a checkpoint between BAAI, pipeline and native layouts",
+                                  description=_CONVERT_HELP)
+    convert.add_argument("source", nargs="?", type=Path, default=None,
+                         help="checkpoint folder (pipeline, native, or one holding BAAI's lm/ + vq/); omit with --lm")
+    convert.add_argument("--lm", type=Path, default=None, help="BAAI LM folder (with --vq)")
+    convert.add_argument("--vq", type=Path, default=None, help="BAAI VQ folder (with --lm)")
+    convert.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder if the BAAI LM folder has none")
+    convert.add_argument("--to", required=True, choices=_LAYOUTS, help="target layout")
+    convert.add_argument("--output", "-o", required=True, type=Path, help="new folder to write")
+    convert.add_argument("--from", dest="source_layout", choices=_LAYOUTS, default=None,
+                         help="the source's layout, checked against the detected one")
+    convert.add_argument("--dtype", choices=_DTYPES, default=None, help="cast all weights (default: as stored)")
+    convert.add_argument("--max-shard-size", default=_SHARD, help=f"largest safetensors shard (default {_SHARD})")
+    convert.add_argument("--validate", action="store_true",
+                         help="compare LM logits and VQ codes + pixels of both sides; exit 1 when they differ")
+    convert.add_argument("--atol", type=float, default=1e-3, help="--validate absolute tolerance (default 1e-3)")
+    convert.add_argument("--rtol", type=float, default=1e-3, help="--validate relative tolerance (default 1e-3)")
+
+    lora = commands.add_parser("convert-lora", help="rename a PEFT LoRA adapter between emu3 and native modules",
+                               description="Rename a PEFT LoRA adapter's modules between emu3-hf's LM (the same names "
+                               "as BAAI's remote code: 'emu3', alias 'baai') and transformers' native "
+                               "Emu3ForConditionalGeneration ('native'). Weights stay bit-identical.")
+    lora.add_argument("adapter", type=Path, help="adapter folder (adapter_config.json + adapter_model.safetensors)")
+    lora.add_argument("--to", required=True, choices=("native", "emu3", "baai"), help="target module names")
+    lora.add_argument("--output", "-o", required=True, type=Path, help="new folder to write")
+
+    merge = commands.add_parser("merge-lora", help="fuse a LoRA adapter into a copy of its base checkpoint",
+                                description="Write BASE with the adapter fused into its LM weights (everything else "
+                                "copied) to the new folder OUTPUT, in BASE's layout.")
+    merge.add_argument("base", type=Path, help="BAAI LM folder, folder with BAAI's lm/ + vq/, or pipeline folder")
+    merge.add_argument("adapter", type=Path, help="PEFT adapter folder (emu3 or native module names)")
+    merge.add_argument("output", type=Path, help="new folder to write")
+    merge.add_argument("--max-shard-size", default=_SHARD, help=f"largest safetensors shard (default {_SHARD})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``emu3`` command; returns the exit status (2 for bad arguments)."""
+    args = build_parser().parse_args(argv)
+    from emu3_hf.cli import run  # torch, transformers and the model code load only now
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
