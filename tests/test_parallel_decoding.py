@@ -291,3 +291,20 @@ def test_errors_name_the_problem(lm, lm_dir, ref):
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match="parallel_window must be an int >= 1"):
             generate_image_tokens(lm, pos, parallel_decoding="jacobi", parallel_window=bad, **kwargs)
+
+
+def test_pipelines_take_the_decoding_options(make_tiny_pipeline):
+    """The image and video pipelines pass parallel_decoding / compile_decode / cache_implementation to the engine:
+    greedy Jacobi decoding gives the sequential codes; a bad value is refused before anything runs."""
+    from emu3_hf.pipelines import Emu3VideoPipeline
+
+    pipe = make_tiny_pipeline()
+    args = dict(height=8, width=8, do_sample=False, output_type="latent")
+    plain = pipe("a red circle", **args).codes
+    jacobi = pipe("a red circle", parallel_decoding="jacobi", cache_implementation="static", **args).codes
+    assert torch.equal(plain, jacobi)
+    with pytest.raises(ValueError, match="parallel_decoding"):
+        pipe("a red circle", parallel_decoding="zipar", **args)
+    video = make_tiny_pipeline(Emu3VideoPipeline)
+    vargs = dict(height=8, width=8, do_sample=False, output_type="latent", num_frames=8)
+    assert torch.equal(video("a ball", **vargs).codes, video("a ball", parallel_decoding="jacobi", **vargs).codes)
