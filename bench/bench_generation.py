@@ -1,15 +1,20 @@
 """Image-token generation speed: BAAI's recipe on transformers vs transformers' native Emu3 vs the emu3-hf engine.
 
-One run, the same random weights, prompts and image size for all three:
+One run, the same random weights, prompts and image size for all of them:
 
 (a) BAAI's README recipe on our model: ``model.generate`` + ``UnbatchedClassifierFreeGuidanceLogitsProcessor`` +
     ``PrefixConstrainedLogitsProcessor`` with BAAI's per-token rules (emu3_hf.generation.transformers_recipe);
 (b) the same recipe on transformers' native ``Emu3ForConditionalGeneration`` (weights converted with
     emu3_hf.conversion; a random VQ of matching codebook, unused here);
-(c) emu3_hf.generation.generate_image_tokens (grammar as tensors, one doubled CFG batch, LM head on the visual rows).
+(c) emu3_hf.generation.generate_image_tokens (grammar as tensors, one doubled CFG batch, LM head on the visual rows);
+(d) (c) with parallel_decoding="jacobi" (speculative Jacobi decoding, lossless; window --window);
+(e) (c) on int8 weights (torchao weight-only, emu3_hf.generation.quantization) with the compiled decode step (eager
+    torchao int8 converts each weight back per call; skipped when torchao is not installed).
 
-Sampling as BAAI does it (top-k 2048, guidance 3.0). Before timing, all three are checked to produce the same tokens
-greedily on a small grid, so they do the same work. Prints a markdown table.
+Sampling as BAAI does it (top-k 2048, guidance 3.0). Before timing, (a)-(d) are checked to produce the same tokens
+greedily on a small grid, so they do the same work ((e) computes with other weights; its agreement is reported).
+Each method is run once untimed per batch size (warm-up, compilation), then --repeats times interleaved; the median
+is reported. Writes bench/results/generation-<time>.json and prints a markdown table.
 
 Usage:
     python bench/bench_generation.py                 # hidden 512, 8 layers, vocab 40403, 16x16 tokens, batch 1 and 4
@@ -19,14 +24,21 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import random
 import time
 
-import torch
+# Compile in this process: inductor's worker processes would compete with the timed runs on a small machine.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+import torch  # noqa: E402
+from bench_results import machine, median, save_result  # noqa: E402
 
 from emu3_hf import Emu3LMConfig, Emu3LMForCausalLM, Emu3VisionVQConfig, Emu3VisionVQModel
 from emu3_hf.conversion import convert_baai_to_native
 from emu3_hf.generation import generate_image_tokens, token_ids_from_config
+from emu3_hf.generation.quantization import quantize_weights, weight_bytes
 from emu3_hf.generation.transformers_recipe import generate_with_transformers
 
 
@@ -71,12 +83,24 @@ def run_recipe(model, ids, pos, neg, grid, do_sample, seed):
     )
 
 
-def run_engine(model, ids, pos, neg, grid, do_sample, seed):
+def run_engine(model, ids, pos, neg, grid, do_sample, seed, **options):
     out = generate_image_tokens(
         model, pos, negative_input_ids=neg, height=grid, width=grid, do_sample=do_sample, top_k=2048,
-        generator=torch.Generator().manual_seed(seed), token_ids=ids,
+        generator=torch.Generator().manual_seed(seed), token_ids=ids, **options,
     )  # fmt: skip
     return out.sequences
+
+
+def tokens_per_pass(lm, fn, pos, neg, grid) -> float:
+    """Generated tokens per row / decoder forward passes after the prefill, for one sampled call."""
+    calls: list[int] = []
+    handle = lm.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with torch.no_grad():
+            seqs = fn(pos, neg, grid, True, 0)
+    finally:
+        handle.remove()
+    return (seqs.shape[1] - pos.shape[1]) / (len(calls) - 1)
 
 
 @torch.no_grad()
@@ -125,58 +149,97 @@ def main() -> None:
     parser.add_argument("--codebook", type=int, default=8192)
     parser.add_argument("--grid", type=int, default=16, help="image size in tokens (grid x grid)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--window", type=int, default=4, help="draft tokens per forward pass for (d)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method and batch (median reported)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 4x4 tokens, batch 1 and 2")
     args = parser.parse_args()
     if args.quick:
         args.hidden, args.intermediate, args.layers, args.text_vocab, args.codebook = 64, 128, 2, 2000, 512
-        args.grid, args.batches = 4, [1, 2]
+        args.grid, args.batches, args.repeats = 4, [1, 2], 1
+    start = machine()
 
     lm, native = build_models(args)
     ids = token_ids_from_config(lm.config)
+    jacobi = dict(parallel_decoding="jacobi", parallel_window=args.window)
     methods = {
         "(a) BAAI recipe, transformers generate, emu3-hf model": lambda *a: run_recipe(lm, ids, *a),
         "(b) BAAI recipe, transformers native Emu3": lambda *a: run_recipe(native, ids, *a),
         "(c) emu3-hf engine": lambda *a: run_engine(lm, ids, *a),
+        f"(d) engine + Jacobi decoding (window {args.window})": lambda *a: run_engine(lm, ids, *a, **jacobi),
     }
+    int8 = None
+    try:
+        int8 = quantize_weights(copy.deepcopy(lm), "int8")
+        methods["(e) engine + int8 weights (compiled decode)"] = lambda *a: run_engine(int8, ids, *a,
+                                                                                   compile_decode=True)
+    except ImportError as error:
+        print(f"(e) skipped: {error}")
+    names = list(methods)
     params = sum(p.numel() for p in lm.parameters())
     print(
         f"model: hidden {args.hidden}, {args.layers} layers, vocab {lm.config.vocab_size} (codebook {args.codebook}), "
         f"{params / 1e6:.1f}M params, float32, sdpa; image {args.grid}x{args.grid} tokens "
         f"({args.grid * (args.grid + 1) + 3} generated per image); CFG 3.0, top-k 2048 sampling; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {start['load_average']}"
     )
 
     # Same work: greedy tokens agree on a small grid (also warms every path up).
     with torch.no_grad():
         pos, neg = make_prompts(lm.config, 2, 3, seed=1)
         outs = [fn(pos, neg, 3, False, 0) for fn in methods.values()]
-    assert all(torch.equal(outs[0], o) for o in outs[1:]), "the three methods disagree on greedy tokens"
-    print("check: greedy tokens identical across (a), (b), (c) on a 3x3 grid, batch 2")
+    assert all(torch.equal(outs[0], o) for o in outs[1:4]), "(a)-(d) disagree on greedy tokens"
+    check = "greedy tokens identical across (a)-(d) on a 3x3 grid, batch 2"
+    if int8 is not None:
+        agree = float((outs[4] == outs[0]).float().mean())
+        check += f"; (e) int8 agrees on {agree:.0%} of the sequence ids"
+    print("check: " + check)
 
     rows = []
     for batch in args.batches:
         pos, neg = make_prompts(lm.config, batch, args.grid)
-        times = {}
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            with torch.no_grad():
-                seqs = fn(pos, neg, args.grid, True, 0)
-            times[name] = (time.perf_counter() - start) / batch
-            assert seqs.shape[1] == pos.shape[1] + args.grid * (args.grid + 1) + 3
-            print(f"  batch {batch}: {name}: {times[name]:.2f} s/image", flush=True)
-        rows.append((batch, times))
+        with torch.no_grad():
+            for fn in methods.values():  # warm-up at this shape (compiles (e))
+                fn(pos, neg, args.grid, True, 0)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(args.repeats):
+            for name, fn in methods.items():
+                start_time = time.perf_counter()
+                with torch.no_grad():
+                    seqs = fn(pos, neg, args.grid, True, 0)
+                times[name].append((time.perf_counter() - start_time) / batch)
+                assert seqs.shape[1] == pos.shape[1] + args.grid * (args.grid + 1) + 3
+        accepted = {name: tokens_per_pass(lm, methods[name], pos, neg, args.grid) for name in names[2:4]}
+        for name in names:
+            print(f"  batch {batch}: {name}: {median(times[name]):.2f} s/image "
+                  f"(runs {', '.join(f'{t:.2f}' for t in times[name])})", flush=True)
+        print(f"  batch {batch}: tokens per forward pass: "
+              + ", ".join(f"{k[:3]} {v:.2f}" for k, v in accepted.items()))
+        rows.append({"batch": batch, "seconds_per_image": times, "median": {n: median(times[n]) for n in names},
+                     "tokens_per_forward_pass": accepted})
 
     print("\nper-token anatomy (ms):")
+    anatomy = {batch: step_anatomy(lm, batch) for batch in args.batches}
     for batch in args.batches:
-        print("  " + ", ".join(f"{k}: {v:.1f}" for k, v in step_anatomy(lm, batch).items()))
+        print("  " + ", ".join(f"{k}: {v:.1f}" for k, v in anatomy[batch].items()))
 
-    names = list(methods)
-    print("\n| batch | " + " | ".join(f"{n} s/image" for n in names) + " | (a)/(c) | (b)/(c) |")
-    print("|---|" + "---|" * (len(names) + 2))
-    for batch, times in rows:
-        cells = " | ".join(f"{times[n]:.2f}" for n in names)
-        fast = times[names[2]]
-        print(f"| {batch} | {cells} | {times[names[0]] / fast:.1f}x | {times[names[1]] / fast:.1f}x |")
+    memory = {"float32_bytes": weight_bytes(lm), "int8_bytes": weight_bytes(int8) if int8 is not None else None}
+    path = save_result("generation", {
+        "machine_start": start, "machine_end": machine(), "settings": vars(args), "parameters": params,
+        "check": check, "rows": rows, "anatomy_ms": anatomy, "weights": memory,
+    })  # fmt: skip
+
+    letters = [n[:3] for n in names]
+    print(f"\nweights: float32 {memory['float32_bytes'] / 2**20:.1f} MiB" + (
+        f", int8 {memory['int8_bytes'] / 2**20:.1f} MiB (embedding stays float32)" if int8 is not None else ""))
+    print("\n| batch | " + " | ".join(f"{n} s/image" for n in names) + " | "
+          + " | ".join(f"(a)/{x}" for x in letters[2:]) + " | (d) tokens/pass |")  # fmt: skip
+    print("|---|" + "---|" * (2 * len(names) - 1))
+    for row in rows:
+        med = row["median"]
+        cells = " | ".join(f"{med[n]:.2f}" for n in names)
+        ratios = " | ".join(f"{med[names[0]] / med[n]:.1f}x" for n in names[2:])
+        print(f"| {row['batch']} | {cells} | {ratios} | {row['tokens_per_forward_pass'][names[3]]:.2f} |")
+    print(f"\nresult: {path}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--greedy", action="store_true", help="pick the most likely token instead of sampling")
+    parser.add_argument("--parallel-decoding", choices=["jacobi"], default=None,
+                        help="verify several draft tokens per forward pass (lossless speculative Jacobi decoding)")
+    parser.add_argument("--compile", dest="compile_decode", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the decode step over a static cache (default: on with CUDA only)")
 
 
 def _size_options(parser: argparse.ArgumentParser) -> None:

@@ -10,8 +10,10 @@ prompts, both left-padded to one length (positions from the attention mask, ``cu
 token is fed to both halves. ``guidance_scale == 1`` drops the negative half.
 
 Caches: ``"dynamic"`` (transformers ``DynamicCache``, the CPU default) or ``"static"`` (``StaticCache`` sized to the
-prompt plus the generated tokens; decode masks are then fixed-shape tensors, so :func:`decode_step` can be wrapped in
-``torch.compile`` on a GPU).
+prompt plus the generated tokens; decode masks are then fixed-shape tensors, so :func:`decode_step` is compiled:
+``compile_decode``, on by default on CUDA, where it runs as CUDA graphs). ``parallel_decoding="jacobi"`` verifies a
+window of draft tokens per forward pass instead (:mod:`~emu3_hf.generation.parallel`; lossless; either cache,
+compiled too).
 
 Example:
     ```python
@@ -41,6 +43,7 @@ from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, token_ids
 from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
 
 CacheImplementation = Literal["dynamic", "static"]
+ParallelDecoding = Literal["jacobi"]
 _MASK_4D_BACKENDS = ("eager", "sdpa")  # backends that accept an additive (B, 1, q, kv) float mask as is
 
 
@@ -131,6 +134,21 @@ def prefill(
     return out.last_hidden_state[:, -1]  # (B2, D): left padding puts every row's last token at -1
 
 
+def decode_window(
+    decoder: nn.Module,
+    tokens: torch.Tensor,  # (B2, n)
+    positions: torch.Tensor,  # (B2, n)
+    cache: Cache,
+    attention_mask: torch.Tensor | None,  # (B2, 1, n, kv) additive, (B2, kv) 2-D, or None (no padding, dynamic)
+) -> torch.Tensor:
+    """Feed ``n`` tokens per row through the decoder (appending to ``cache``); returns their hidden states
+    (B2, n, D). Pure tensor code with fixed shapes under a static cache, so it can be ``torch.compile``'d."""
+    out = decoder(
+        input_ids=tokens, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True
+    )
+    return out.last_hidden_state
+
+
 def decode_step(
     decoder: nn.Module,
     tokens: torch.Tensor,  # (B2, 1)
@@ -138,14 +156,55 @@ def decode_step(
     cache: Cache,
     attention_mask: torch.Tensor | None,  # (B2, 1, 1, kv) additive, (B2, kv) 2-D, or None (no padding, dynamic)
 ) -> torch.Tensor:
-    """Feed one token per row through the decoder (appending to ``cache``); returns the hidden state (B2, D).
+    """Feed one token per row through the decoder (appending to ``cache``); returns the hidden state (B2, D)."""
+    return decode_window(decoder, tokens, positions, cache, attention_mask)[:, -1]
 
-    Pure tensor code with fixed shapes under a static cache, so it can be ``torch.compile``'d.
+
+_COMPILED_STEPS: dict[tuple, Callable] = {}  # one torch.compile wrapper per (function, mode); graphs per shape
+
+
+def compiled_decode_step(device: torch.device, function: Callable = decode_step) -> Callable:
+    """:func:`decode_step` (or :func:`decode_window`) under ``torch.compile(fullgraph=True)``: CUDA graphs
+    (``mode="reduce-overhead"``) on a GPU, plain inductor elsewhere. Needs the static cache (fixed shapes); prefill
+    stays eager.
+
+    Each call starts a new CUDA-graph step and clones the output, which the next replay would overwrite.
     """
-    out = decoder(
-        input_ids=tokens, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True
-    )
-    return out.last_hidden_state[:, -1]
+    key = (function, "reduce-overhead" if device.type == "cuda" else "default")
+    if key not in _COMPILED_STEPS:
+        compiled = torch.compile(function, mode=key[1], fullgraph=True)
+
+        def step(*args):
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled(*args).clone()
+
+        _COMPILED_STEPS[key] = step
+    return _COMPILED_STEPS[key]
+
+
+def resolve_decoding(
+    device: torch.device,
+    cache_implementation: CacheImplementation | None,
+    compile_decode: bool | None,
+    parallel_decoding: ParallelDecoding | None,
+) -> tuple[str, bool]:
+    """The (cache, compile) pair a call runs with; None picks the device default: on CUDA a compiled decode step
+    (or Jacobi window) over the static cache, elsewhere eager over the dynamic cache (compiling did not pay on the
+    CPU, BENCHMARKS.md)."""
+    if parallel_decoding not in (None, "jacobi"):
+        raise ValueError(f"parallel_decoding must be None or 'jacobi', got {parallel_decoding!r}.")
+    if cache_implementation not in (None, "dynamic", "static"):
+        raise ValueError(f"cache_implementation must be 'dynamic', 'static' or None, got {cache_implementation!r}.")
+    if compile_decode not in (None, True, False):
+        raise TypeError(f"compile_decode must be True, False or None (device default), got {compile_decode!r}.")
+    if compile_decode is None:
+        compile_decode = device.type == "cuda" and cache_implementation != "dynamic"
+    if compile_decode and cache_implementation == "dynamic":
+        raise ValueError(
+            "compile_decode=True needs fixed shapes: pass cache_implementation='static' (or None), or "
+            "compile_decode=False."
+        )
+    return cache_implementation or ("static" if compile_decode else "dynamic"), bool(compile_decode)
 
 
 def visual_logits(hidden: torch.Tensor, head: nn.Linear, ids: SpecialIds) -> torch.Tensor:
@@ -301,8 +360,11 @@ def generate_image_tokens(
     generator: torch.Generator | None = None,
     num_frames: int = 1,
     callback: Callable[[RowProgress], RowUpdate | dict | None] | None = None,
-    cache_implementation: CacheImplementation = "dynamic",
+    cache_implementation: CacheImplementation | None = None,
     token_ids: SpecialIds | None = None,
+    compile_decode: bool | None = None,
+    parallel_decoding: ParallelDecoding | None = None,
+    parallel_window: int = 16,
 ) -> ImageTokensOutput:
     """Generate Emu3 image (or video) tokens after prompts that end with the image token.
 
@@ -321,8 +383,17 @@ def generate_image_tokens(
         num_frames: latent frames to generate, each closed by EOF (videos); 1 for an image.
         callback: called with a :class:`RowProgress` each time an image row is completed; it may return a
             :class:`RowUpdate` (edited codes, a new guidance scale, or stop).
-        cache_implementation: "dynamic" (CPU default) or "static" (fixed shapes, for compiled decoding).
+        cache_implementation: "dynamic" or "static" (fixed shapes, for compiled decoding); None = "static" when
+            the decode step is compiled, else "dynamic".
         token_ids: override the special ids (for models whose config does not carry them).
+        compile_decode: run the decode step (or the Jacobi window) under ``torch.compile`` (CUDA graphs on a GPU)
+            over the static cache; None = on for CUDA devices (unless ``cache_implementation="dynamic"``), off
+            elsewhere. The first call per shape compiles (seconds to minutes); greedy tokens equal the eager path's.
+        parallel_decoding: "jacobi" = speculative Jacobi decoding (:mod:`~emu3_hf.generation.parallel`): each
+            forward pass verifies up to ``parallel_window`` draft tokens; lossless (greedy tokens identical, samples
+            from the same distribution, but not the same draws for a seed as sequential decoding). None = one token
+            per forward pass. With the static cache each pass feeds exactly ``parallel_window`` tokens.
+        parallel_window: draft tokens verified per forward pass with ``parallel_decoding``.
 
     Returns:
         :class:`ImageTokensOutput` with ``codes`` (B, H, W) or (B, T, H, W), ``sequences``, ``generated_ids`` and
@@ -340,6 +411,8 @@ def generate_image_tokens(
             f"{head.weight.shape[0]} rows; check visual_token_offset / codebook_size in the config."
         )
     batch = input_ids.shape[0]
+    cache_implementation, compile_decode = resolve_decoding(device, cache_implementation, compile_decode,
+                                                            parallel_decoding)
     generator = _check_generator(generator, batch)
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     input_ids = input_ids.to(device).long()
@@ -362,14 +435,25 @@ def generate_image_tokens(
     total = prompt_len + fed
     check_kv_cache_fits(model.config, prompt_ids.shape[0], total, head.weight.dtype, device)
     key_mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], fed)], dim=1)  # (B2, total)
-    cache = _make_cache(model, cache_implementation, total)
     static = cache_implementation == "static"
+    jacobi, cache_len = None, total
+    if parallel_decoding is not None:
+        from .parallel import JacobiDecoder  # parallel.py builds on this module's blocks
+
+        window = compiled_decode_step(device, decode_window) if compile_decode else decode_window
+        jacobi = JacobiDecoder(model, ids, grammar, sampling, generator, parallel_window, static, window)
+        cache_len += jacobi.cache_room  # fixed-size windows run up to `parallel_window` steps past the end
+    cache = _make_cache(model, cache_implementation, cache_len)
     masks = _DecodeMasks(key_mask, prompt_len, static, model.config._attn_implementation, head.weight.dtype)
     first_position = prompt_mask.sum(-1, keepdim=True)  # (B2, 1) position of the first generated token
     cache_index = torch.tensor(prompt_len, device=device)  # slot of the next fed token (static masks)
 
     # 2. Prefill.
-    hidden = prefill(decoder, prompt_ids, prompt_mask, cache, total if static else prompt_len)  # (B2, D)
+    hidden = prefill(decoder, prompt_ids, prompt_mask, cache, cache_len if static else prompt_len)  # (B2, D)
+    if jacobi is not None:
+        generated = jacobi.decode(hidden, cache, key_mask, first_position, guidance_scale, callback)
+        return _output(grammar, input_ids, generated, num_frames)
+    step_fn = compiled_decode_step(device) if compile_decode else decode_step
 
     # 3. Decode: sample where the grammar says so, force everything else; feed each token to both CFG halves.
     generated = torch.full((batch, grammar.num_steps), ids.pad, dtype=torch.long, device=device)  # (B, N)
@@ -405,10 +489,13 @@ def generate_image_tokens(
                 break
         if step < fed:
             tokens = token.repeat(halves)[:, None]  # (B2, 1): the same token for the prompt and its negative
-            hidden = decode_step(decoder, tokens, first_position + step, cache, masks.at(step, cache_index))
+            hidden = step_fn(decoder, tokens, first_position + step, cache, masks.at(step, cache_index))
             cache_index += 1
 
-    generated = generated[:, :done]
+    return _output(grammar, input_ids, generated[:, :done], num_frames)
+
+
+def _output(grammar: VisionGrammar, input_ids: torch.Tensor, generated: torch.Tensor, num_frames: int):
     codes = grammar.codes_from_tokens(generated)  # (B, T, Hmax, Wmax), -1 where a stopped call generated nothing
     return ImageTokensOutput(
         codes=codes[:, 0] if num_frames == 1 else codes,
@@ -460,7 +547,9 @@ __all__ = [
     "RowProgress",
     "RowUpdate",
     "build_guidance_batch",
+    "compiled_decode_step",
     "decode_step",
+    "decode_window",
     "generate_image_tokens",
     "prefill",
     "visual_logits",

@@ -114,6 +114,13 @@ def exponential_noise(
     return torch.cat(rows)
 
 
+def sampling_probs(scores: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """The distribution a sampled token is drawn from: ``softmax(top_p(top_k(scores / T)))`` over the last dim of
+    ``scores`` (..., K); speculative decoding checks its drafts against exactly this."""
+    scores = scores / sampling.temperature
+    return torch.softmax(filter_top_p(filter_top_k(scores, sampling.top_k), sampling.top_p), dim=-1)
+
+
 def pick_tokens(
     scores: torch.Tensor,
     sampling: SamplingConfig,
@@ -127,12 +134,11 @@ def pick_tokens(
     """
     if not sampling.do_sample:
         return scores.argmax(dim=-1)
-    scores = scores / sampling.temperature
-    scores = filter_top_p(filter_top_k(scores, sampling.top_k), sampling.top_p)
-    probs = torch.softmax(scores, dim=-1)  # (B, K)
+    probs = sampling_probs(scores, sampling)  # (B, K)
     race = exponential_noise(probs.shape, probs.dtype, probs.device, generator, active_rows)
     race.clamp_min_(torch.finfo(race.dtype).tiny)  # an exact 0 would make a filtered token (p = 0) win with 0/0
     return (probs / race).argmax(dim=-1)
 
 
-__all__ = ["SamplingConfig", "exponential_noise", "filter_top_k", "filter_top_p", "guided_scores", "pick_tokens"]
+__all__ = ["SamplingConfig", "exponential_noise", "filter_top_k", "filter_top_p", "guided_scores", "pick_tokens",
+           "sampling_probs"]

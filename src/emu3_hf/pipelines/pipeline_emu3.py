@@ -30,6 +30,7 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from ..generation import RowProgress, RowUpdate, generate_image_tokens
+from ..generation.engine import resolve_decoding
 from ..modeling.modeling_emu3 import Emu3LMForCausalLM
 from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from ..processing.image_processing_emu3visionvq import Emu3VisionVQImageProcessor
@@ -334,7 +335,7 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
 
     def _generate_codes(
         self, ids, mask, neg_ids, neg_mask, sizes, *, num_frames, guidance_scale, generator, do_sample, top_k, top_p,
-        temperature, callback_on_step_end, tensor_inputs, cache_implementation,
+        temperature, callback_on_step_end, tensor_inputs, decoding,
     ):  # fmt: skip
         """Run the engine on a prompt batch with a progress bar over image rows and the per-row callback.
 
@@ -389,7 +390,7 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
                 generator=generator,
                 num_frames=num_frames,
                 callback=on_row,
-                cache_implementation=cache_implementation,
+                **decoding,
             )
 
     @torch.no_grad()
@@ -447,7 +448,9 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         prompt_attention_mask: torch.Tensor | None = None,
         negative_prompt_ids: torch.Tensor | None = None,
         negative_prompt_attention_mask: torch.Tensor | None = None,
-        cache_implementation: str = "dynamic",
+        cache_implementation: str | None = None,
+        compile_decode: bool | None = None,
+        parallel_decoding: str | None = None,
     ) -> Emu3PipelineOutput | tuple:
         r"""Generate images from text.
 
@@ -474,7 +477,11 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
                 ``PipelineCallback`` / ``MultiPipelineCallbacks`` objects bring their own ``tensor_inputs``.
             prompt_ids, prompt_attention_mask, negative_prompt_ids, negative_prompt_attention_mask: left-padded
                 ids instead of text (then ``height``/``width`` are required).
-            cache_implementation: "dynamic" or "static" KV cache.
+            cache_implementation, compile_decode, parallel_decoding: how the engine decodes
+                (:func:`~emu3_hf.generation.generate_image_tokens`): "dynamic" or "static" KV cache; the decode step
+                under ``torch.compile`` (CUDA graphs on a GPU); ``"jacobi"`` = lossless speculative Jacobi decoding
+                (several tokens per forward pass). None picks the device default: compiled static-cache decoding on
+                CUDA, eager dynamic-cache decoding elsewhere.
 
         Returns:
             :class:`Emu3PipelineOutput` with ``images``, ``codes`` (B, h, w) and ``image_sizes`` (B, 2).
@@ -488,6 +495,7 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         """
         # 1. Check inputs
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_images_per_prompt,
                           output_type, tensor_inputs, prompt_ids, negative_prompt_ids)
 
@@ -510,7 +518,8 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
             ids, mask, neg_ids, neg_mask, sizes, num_frames=1, guidance_scale=guidance_scale, generator=generator,
             do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
             callback_on_step_end=callback_on_step_end, tensor_inputs=tensor_inputs,
-            cache_implementation=cache_implementation,
+            decoding=dict(cache_implementation=cache_implementation, compile_decode=compile_decode,
+                          parallel_decoding=parallel_decoding),
         )  # fmt: skip
         codes = result.codes.cpu()  # (B, h, w)
 

@@ -25,6 +25,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from ..processing.arguments import as_list
+from ..generation.engine import resolve_decoding
 from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload, callback_tensor_inputs, format_uint8_outputs
 
 
@@ -87,7 +88,9 @@ class Emu3VideoPipeline(Emu3Pipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[..., Any] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("codes",),
-        cache_implementation: str = "dynamic",
+        cache_implementation: str | None = None,
+        compile_decode: bool | None = None,
+        parallel_decoding: str | None = None,
     ) -> Emu3VideoPipelineOutput | tuple:
         r"""Generate a video from text, or continue ``video``.
 
@@ -118,6 +121,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         if continuing and height is not None:
             raise ValueError("The frame size of a continuation is the given video's: drop `height`/`width`.")
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_videos_per_prompt,
                           output_type, tensor_inputs, None, None, empty_prompt_ok=continuing)
         processor = self.make_processor()
@@ -152,7 +156,8 @@ class Emu3VideoPipeline(Emu3Pipeline):
             ids, mask, neg_ids, neg_mask, sizes, num_frames=num_frames // tf, guidance_scale=guidance_scale,
             generator=generator, do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
             callback_on_step_end=callback_on_step_end, tensor_inputs=tensor_inputs,
-            cache_implementation=cache_implementation,
+            decoding=dict(cache_implementation=cache_implementation, compile_decode=compile_decode,
+                          parallel_decoding=parallel_decoding),
         )  # fmt: skip
         new = result.codes.cpu()  # (B, T_new, h, w)
         if new.dim() == 3:
