@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 ifeq ($(HAS_GPU),)
 	$(PY) -m pip install -q $(TORCH_PIN)
 endif
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,quant]"
 	touch $@
 
 setup: $(VENV)/.installed

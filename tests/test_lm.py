@@ -149,13 +149,14 @@ def test_config_rejects_a_visual_block_outside_the_vocabulary():
         Emu3LMConfig(vocab_size=1000, eoi_token_id=10, codebook_size=2000)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(lm_dir, ref):
+@pytest.mark.parametrize("checkpoint_kwargs", [None, {"use_reentrant": False}])
+def test_gradient_checkpointing_gives_the_same_gradients(lm_dir, ref, checkpoint_kwargs):
     ids = ref["lm.batch0.input_ids"]
     grads = []
     for checkpointing in (False, True):
         model = Emu3LMForCausalLM.from_pretrained(lm_dir, attention_dropout=0.0)
         if checkpointing:
-            enable_activation_checkpointing(model)
+            enable_activation_checkpointing(model, checkpoint_kwargs)
             assert model.model.layers[0].gradient_checkpointing  # really on: the comparison is not vacuous
         model.train()
         model(ids, labels=ids).loss.backward()

@@ -18,7 +18,12 @@ from test_engine import _CountHostReads, _left_pad, _random_case, _run_engine
 
 import emu3_hf
 from emu3_hf.generation import RowUpdate, generate_image_tokens, sequence_length, token_ids_from_config
+from emu3_hf.generation.engine import resolve_decoding
 from emu3_hf.generation.grammar import VisionGrammar
+from emu3_hf.modeling.transformers_compat import STATIC_CACHE_CAN_CROP
+
+needs_crop = pytest.mark.skipif(not STATIC_CACHE_CAN_CROP, reason="static-cache windows roll back with StaticCache.crop "
+                                "(transformers >= 5.24); older releases run them over the dynamic cache")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +62,7 @@ def test_greedy_equals_sequential_engine_mixed_sizes_and_videos(lm, seed):
         assert torch.equal(parallel.codes, sequential.codes)
 
 
+@needs_crop
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_static_cache_windows_equal_sequential_and_dynamic(lm_dir, attn):
     """Fixed-size windows over a StaticCache (rolled back by crop): greedy equals sequential decoding, and sampling
@@ -73,6 +79,7 @@ def test_static_cache_windows_equal_sequential_and_dynamic(lm_dir, attn):
         assert torch.equal(sampled.generated_ids, dynamic.generated_ids)
 
 
+@needs_crop
 def test_compiled_windows_equal_sequential(lm):
     """One compiled window graph (inductor here, CUDA graphs on a GPU): three prompts of mixed sizes, CFG 3."""
     case = dict(_random_case(5, lm.config), guidance_scale=3.0)
@@ -81,6 +88,7 @@ def test_compiled_windows_equal_sequential(lm):
     assert torch.equal(compiled.generated_ids, _run_engine(lm, case, do_sample=False).generated_ids)
 
 
+@needs_crop
 @pytest.mark.gpu
 def test_cuda_graph_windows_reproduce_baai_and_sample(lm_dir, ref):
     model = emu3_hf.Emu3LMForCausalLM.from_pretrained(lm_dir).eval().cuda()
@@ -165,7 +173,7 @@ def _steering_case(lm):
     return case
 
 
-@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("cache", ["dynamic", pytest.param("static", marks=needs_crop)])
 @pytest.mark.parametrize("what", ["observe", "edit", "guidance", "stop"])
 def test_row_callbacks_steer_like_sequential_decoding(lm, what, cache):
     case = _steering_case(lm)
@@ -293,6 +301,28 @@ def test_errors_name_the_problem(lm, lm_dir, ref):
             generate_image_tokens(lm, pos, parallel_decoding="jacobi", parallel_window=bad, **kwargs)
 
 
+@pytest.mark.parametrize("can_crop", [True, False])
+def test_windows_default_to_the_dynamic_cache_where_static_cannot_roll_back(lm, ref, monkeypatch, can_crop):
+    """On transformers < 5.24 (no StaticCache.crop) Jacobi's device default is eager windows over the dynamic cache,
+    an explicit static cache is refused with the fix; where crop exists the CUDA default stays compiled + static."""
+    import emu3_hf.generation.engine as engine
+    import emu3_hf.generation.parallel as parallel
+
+    monkeypatch.setattr(engine, "STATIC_CACHE_CAN_CROP", can_crop)
+    monkeypatch.setattr(parallel, "STATIC_CACHE_CAN_CROP", can_crop)
+    cuda = torch.device("cuda")  # only the device type is read
+    assert resolve_decoding(cuda, None, None, "jacobi") == (("static", True) if can_crop else ("dynamic", False))
+    assert resolve_decoding(cuda, None, None, None) == ("static", True)
+    assert resolve_decoding(torch.device("cpu"), None, None, "jacobi") == ("dynamic", False)
+    kwargs = dict(negative_input_ids=ref["imggen.neg_input_ids"], height=3, width=4, do_sample=False,
+                  parallel_decoding="jacobi")
+    if not can_crop:
+        with pytest.raises(ValueError, match=r"StaticCache that can be rolled back \(transformers >= 5.24\)"):
+            generate_image_tokens(lm, ref["imggen.pos_input_ids"], cache_implementation="static", **kwargs)
+    out = generate_image_tokens(lm, ref["imggen.pos_input_ids"], **kwargs)
+    assert torch.equal(out.sequences, ref["imggen.output_ids"])
+
+
 def test_pipelines_take_the_decoding_options(make_tiny_pipeline):
     """The image and video pipelines pass parallel_decoding / compile_decode / cache_implementation to the engine:
     greedy Jacobi decoding gives the sequential codes; a bad value is refused before anything runs."""
@@ -301,7 +331,8 @@ def test_pipelines_take_the_decoding_options(make_tiny_pipeline):
     pipe = make_tiny_pipeline()
     args = dict(height=8, width=8, do_sample=False, output_type="latent")
     plain = pipe("a red circle", **args).codes
-    jacobi = pipe("a red circle", parallel_decoding="jacobi", cache_implementation="static", **args).codes
+    cache = "static" if STATIC_CACHE_CAN_CROP else None  # None: the installed release's default for windows
+    jacobi = pipe("a red circle", parallel_decoding="jacobi", cache_implementation=cache, **args).codes
     assert torch.equal(plain, jacobi)
     with pytest.raises(ValueError, match="parallel_decoding"):
         pipe("a red circle", parallel_decoding="zipar", **args)

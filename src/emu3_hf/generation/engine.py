@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, StaticCache
 
+from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
 from .budget import check_kv_cache_fits, check_sequence_fits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, token_ids_from_config
 from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
@@ -190,13 +191,17 @@ def resolve_decoding(
 ) -> tuple[str, bool]:
     """The (cache, compile) pair a call runs with; None picks the device default: on CUDA a compiled decode step
     (or Jacobi window) over the static cache, elsewhere eager over the dynamic cache (compiling did not pay on the
-    CPU, BENCHMARKS.md)."""
+    CPU, BENCHMARKS.md). Jacobi windows default to the dynamic cache where the installed transformers cannot roll a
+    static cache back (< 5.24)."""
     if parallel_decoding not in (None, "jacobi"):
         raise ValueError(f"parallel_decoding must be None or 'jacobi', got {parallel_decoding!r}.")
     if cache_implementation not in (None, "dynamic", "static"):
         raise ValueError(f"cache_implementation must be 'dynamic', 'static' or None, got {cache_implementation!r}.")
     if compile_decode not in (None, True, False):
         raise TypeError(f"compile_decode must be True, False or None (device default), got {compile_decode!r}.")
+    if parallel_decoding and cache_implementation is None and not STATIC_CACHE_CAN_CROP:
+        # this transformers cannot roll a static cache back: default Jacobi windows to the dynamic cache (eager)
+        cache_implementation = "static" if compile_decode else "dynamic"
     if compile_decode is None:
         compile_decode = device.type == "cuda" and cache_implementation != "dynamic"
     if compile_decode and cache_implementation == "dynamic":

@@ -43,9 +43,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from transformers import cache_utils
 from transformers.cache_utils import Cache
 
+from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
 from .engine import RowProgress, RowUpdate, _as_update, _checked_scale, _write_codes, decode_window, visual_logits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar
 from .sampling import Generators, SamplingConfig, exponential_noise, guided_scores, sampling_probs
@@ -83,7 +83,7 @@ class JacobiDecoder:
                 f"parallel_decoding with the static cache builds additive masks that attn_implementation={backend!r} "
                 "does not take; use 'sdpa' or 'eager', or cache_implementation='dynamic'."
             )
-        if static and "crop" not in vars(getattr(cache_utils, "StaticLayer", object)):
+        if static and not STATIC_CACHE_CAN_CROP:
             raise ValueError(
                 "parallel_decoding with the static cache needs a StaticCache that can be rolled back "
                 "(transformers >= 5.24); use cache_implementation='dynamic' (and compile_decode=False)."

@@ -46,7 +46,7 @@ def _torchao_config(weights: str, device: torch.device, group_size: int):
         )
     except ImportError as error:
         raise ImportError(
-            "Weight-only quantization uses torchao: `pip install 'emu3-hf[quant]'` (or `pip install torchao>=0.18`)."
+            "Weight-only quantization uses torchao: `pip install 'emu3-hf[quant]'` (or `pip install 'torchao>=0.18' 'diffusers>=0.37'`)."
         ) from error
     if weights == "int8":
         return quantize_, Int8WeightOnlyConfig()

@@ -26,6 +26,7 @@ import dataclasses
 import inspect
 
 import torch
+from transformers import cache_utils
 from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -36,6 +37,10 @@ MASK_CACHE_KEYWORD = "cache" if "cache" in inspect.signature(create_causal_mask)
 # The cache field of the installed release's model outputs, which `generate` reads between steps.
 _FIELDS = {f.name for f in dataclasses.fields(BaseModelOutputWithPast)}
 OUTPUT_CACHE_FIELD = "cache" if "cache" in _FIELDS else "past_key_values"
+# Whether a StaticCache can be rolled back in place (``StaticLayer.crop``, transformers >= 5.24): Jacobi windows over the
+# static cache need it; on older releases they run over the dynamic cache.
+STATIC_CACHE_CAN_CROP = "crop" in vars(getattr(cache_utils, "StaticLayer", object))
+
 if OUTPUT_CACHE_FIELD not in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}:
     raise ImportError(
         f"transformers' CausalLMOutputWithPast has no {OUTPUT_CACHE_FIELD!r} field while BaseModelOutputWithPast has: "
@@ -77,11 +82,14 @@ def with_cache_field(output_cls, cache: Cache | None, **fields):
     return output_cls(**fields, **{OUTPUT_CACHE_FIELD: cache})
 
 
-def enable_activation_checkpointing(model, **kwargs) -> None:
+def enable_activation_checkpointing(model, checkpoint_kwargs: dict | None = None) -> None:
     """Turn on activation (gradient) checkpointing under the name the installed release prefers: 5.24 renamed
-    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` and warns on the old name."""
+    ``gradient_checkpointing_enable(gradient_checkpointing_kwargs=)`` to
+    ``activation_checkpointing_enable(activation_checkpointing_kwargs=)`` and warns on the old name.
+    ``checkpoint_kwargs`` go to ``torch.utils.checkpoint`` (e.g. ``{"use_reentrant": False}``); both releases take
+    them as the first argument."""
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-    enable(**kwargs)
+    enable(checkpoint_kwargs)
 
 
 def keep_last_positions(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
