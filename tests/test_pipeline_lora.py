@@ -14,10 +14,11 @@ IDS = torch.tensor([[1806, 64, 883, 518, 975, 1809, 18, 9, 19, 1808]])
 TARGETS = ["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]
 
 
-def _make_adapter(lm_dir, folder, seed, targets=TARGETS, r=4, alpha=8):
+def _make_adapter(lm_dir, folder, seed, targets=TARGETS, r=4, alpha=8, dropout=0.0):
     torch.manual_seed(seed)
     base = Emu3LMForCausalLM.from_pretrained(lm_dir)
-    peft = get_peft_model(base, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, init_lora_weights=False))
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, init_lora_weights=False, lora_dropout=dropout)
+    peft = get_peft_model(base, config)
     for name, p in peft.named_parameters():
         if "lora_B" in name:
             p.data.normal_(0, 0.2)  # a strong adapter, so that its effect is far above float rounding
@@ -28,7 +29,8 @@ def _make_adapter(lm_dir, folder, seed, targets=TARGETS, r=4, alpha=8):
 @pytest.fixture(scope="module")
 def adapters(lm_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
-    return {"a": _make_adapter(lm_dir, root / "a", 0), "b": _make_adapter(lm_dir, root / "b", 1, ["k_proj", "up_proj"])}
+    return {"a": _make_adapter(lm_dir, root / "a", 0), "b": _make_adapter(lm_dir, root / "b", 1, ["k_proj", "up_proj"]),
+            "dropout": _make_adapter(lm_dir, root / "dropout", 2, dropout=0.5)}  # trained with LoRA dropout
 
 
 @pytest.fixture()
@@ -58,6 +60,16 @@ def test_loaded_adapter_equals_peft_adapted_model(pipe, lm_dir, adapters):
     torch.testing.assert_close(_logits(pipe), expected, atol=1e-5, rtol=1e-5)
     assert pipe.get_active_adapters() == ["a"] and pipe.get_list_adapters() == {"model": ["a"]}
     assert not any("lora" in name for name, _ in pipe.vq_model.named_parameters())  # the VQ is never adapted
+
+
+def test_an_adapter_trained_with_dropout_is_deterministic_at_inference(pipe, lm_dir, adapters):
+    """LoRA dropout is a training-time layer: the pipeline (in eval mode) must not apply it."""
+    pipe.load_lora_weights(adapters["dropout"])
+    reference = PeftModel.from_pretrained(Emu3LMForCausalLM.from_pretrained(lm_dir), adapters["dropout"]).eval()
+    with torch.no_grad():
+        expected = reference(IDS).logits
+    torch.testing.assert_close(_logits(pipe), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_logits(pipe), _logits(pipe), atol=0, rtol=0)
 
 
 def test_fused_equals_unfused(pipe, adapters):

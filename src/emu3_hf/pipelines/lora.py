@@ -115,9 +115,11 @@ class Emu3LoraLoaderMixin:
             raise ValueError("Adapters are fused into the weights: call unfuse_lora() before loading another one.")
         state = load_file(str(folder / ADAPTER_WEIGHTS))
         _check_fits(self.model, state, str(pretrained_model_name_or_path))
+        training = self.model.training
         with warnings.catch_warnings():  # several adapters side by side is what set_adapters is for
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
             inject_adapter_in_model(config, self.model, adapter_name=name)
+        self.model.train(training)  # new modules (LoRA dropout) start in training mode: give them the LM's mode
         # PEFT saves keys under PeftModel's wrappers; the LM here is not wrapped, so its names start at "model."
         state = {key.removeprefix(_PREFIX): tensor for key, tensor in state.items()}
         result = set_peft_model_state_dict(self.model, state, adapter_name=name)
