@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--fps", type=int, default=8)
     _sampling_options(cont)
     _add_conversion_commands(commands)
+    _add_train_command(commands)
     return parser
 
 
@@ -142,6 +143,65 @@ def _add_conversion_commands(commands) -> None:
     merge.add_argument("adapter", type=Path, help="PEFT adapter folder (emu3 or native module names)")
     merge.add_argument("output", type=Path, help="new folder to write")
     merge.add_argument("--max-shard-size", default=_SHARD, help=f"largest safetensors shard (default {_SHARD})")
+
+
+_TRAIN_HELP = """\
+Fine-tune an Emu3 pipeline's LM with LoRA (--lora, PEFT, the VQ never adapted) or fully (--full) on a folder with
+metadata.jsonl (file_name + text per line, or file_name + question + answer) or a dataset saved with
+datasets' save_to_disk. Images are VQ-tokenized once into a resumable cache. Runs in one process or under
+`accelerate launch` (DDP, DeepSpeed; --sharding fsdp2 for torch's fully_shard); checkpoints every --save-steps
+resume exactly with --resume latest. Writes the adapter (adapter_config.json + adapter_model.safetensors) or the
+pipeline folder, a model card and training_config.json to OUTPUT_DIR."""
+
+
+def _add_train_command(commands) -> None:
+    # Defaults equal emu3_hf.training.TrainConfig's (a test keeps them so); None = TrainConfig's own default.
+    t = commands.add_parser("train", help="LoRA or full fine-tuning (one process or accelerate launch)",
+                            description=_TRAIN_HELP)
+    t.add_argument("data", help="folder with metadata.jsonl, or a save_to_disk dataset folder")
+    t.add_argument("--model", required=True, help="pipeline folder or Hub repo (or BAAI's LM folder with --vq)")
+    t.add_argument("--vq", default=None, help="BAAI VisionTokenizer folder (with a BAAI LM folder as --model)")
+    t.add_argument("--tokenizer", default=None, help="tokenizer folder if the BAAI LM folder has none")
+    t.add_argument("--output-dir", "-o", required=True, help="where checkpoints, logs and the result go")
+    t.add_argument("--eval-data", default=None, help="held-out set (same forms as DATA)")
+    t.add_argument("--eval-fraction", type=float, default=0.0, help="hold out this share of DATA instead")
+    t.add_argument("--cache-dir", default=None, help="VQ code cache (default OUTPUT_DIR/vq-cache)")
+    t.add_argument("--loss-on", choices=["vision", "text", "all"], default="vision",
+                   help="tokens with loss: vision (BAAI's T2I SFT), text (answers), all")
+    t.add_argument("--null-prompt-prob", type=float, default=0.05, help="empty-prompt share for CFG")
+    method = t.add_mutually_exclusive_group()
+    method.add_argument("--lora", dest="lora", action="store_true", default=True, help="LoRA (default)")
+    method.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
+    t.add_argument("--lora-rank", type=int, default=16)
+    t.add_argument("--lora-alpha", type=float, default=32.0)
+    t.add_argument("--lora-dropout", type=float, default=0.05)
+    t.add_argument("--lora-targets", nargs="+", default=None, help="LM linear layers to adapt (default: all)")
+    t.add_argument("--rslora", dest="use_rslora", action="store_true", help="rank-stabilised LoRA scaling")
+    t.add_argument("--dora", dest="use_dora", action="store_true", help="weight-decomposed LoRA (DoRA)")
+    t.add_argument("--qlora", action="store_true", help="4-bit NF4 base (bitsandbytes, CUDA)")
+    t.add_argument("--learning-rate", "--lr", type=float, default=1e-4)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip gradients (0 disables)")
+    t.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: --num-epochs)")
+    t.add_argument("--num-epochs", type=float, default=1.0)
+    t.add_argument("--batch-size", dest="per_device_batch_size", type=int, default=1, help="per process")
+    t.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    t.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    t.add_argument("--gradient-checkpointing", action="store_true")
+    t.add_argument("--sharding", choices=["fsdp2"], default=None, help="torch fully_shard across processes")
+    t.add_argument("--padding-side", choices=["left", "right"], default="right")
+    t.add_argument("--no-group-by-length", dest="group_by_length", action="store_false")
+    t.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: only the result)")
+    t.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept")
+    t.add_argument("--resume", dest="resume_from_checkpoint", default=None, help="checkpoint folder or 'latest'")
+    t.add_argument("--eval-steps", type=int, default=0, help="evaluate every N steps (0: at the end)")
+    t.add_argument("--logging-steps", type=int, default=10)
+    t.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--vq-batch-size", type=int, default=16)
+    t.add_argument("--hub-model-id", default=None, help="repo id the model card names")
+    t.add_argument("--quiet", dest="show_progress", action="store_false", help="no progress bars")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

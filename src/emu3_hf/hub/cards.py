@@ -337,6 +337,7 @@ def adapter_card(
     tags: Sequence[str] = (),
     description: str | None = None,
     pipeline_tag: str = LM_TASK,
+    local_base: bool = False,
 ) -> ModelCard:
     """Card of a PEFT adapter folder (``adapter_config.json``): ``library_name: peft``, ``base_model_relation:
     adapter``.
@@ -346,6 +347,8 @@ def adapter_card(
             that is a repo id (a local path is refused: the Hub needs an id).
         base_subfolder: the LM's subfolder when ``base_model`` is a pipeline repo (``"model"``).
         pipeline_tag: the task (e.g. ``"text-to-image"`` for an adapter of ``Emu3-Gen``).
+        local_base: accept a base that is a local folder (a card written next to a training run's output): the
+            card then names no Hub base model and its snippet loads the base from that folder.
         The other arguments are those of :func:`pipeline_card`.
 
     Example:
@@ -361,9 +364,12 @@ def adapter_card(
             f"{folder} has no adapter_config.json: pass a folder written by a PeftModel's save_pretrained."
         )
     config = _read_json(config_path)
+    base_path = None
     if base_model is None:
         base_model = config.get("base_model_name_or_path")
-        if not base_model or os.path.exists(base_model):
+        if local_base and base_model and os.path.exists(base_model):
+            base_path, base_model = base_model, None
+        elif not base_model or os.path.exists(base_model):
             raise ValueError(
                 f"The adapter's base model is {base_model!r}, not a Hub repo id: pass base_model='BAAI/Emu3-Gen' (or "
                 "the repo the adapter was trained on)."
@@ -371,7 +377,8 @@ def adapter_card(
     _check_common(repo_id, license, base_model, tags)
     peft_type = str(config.get("peft_type", "LORA"))
     data = ModelCardData(
-        library_name="peft", license=license, base_model=base_model, base_model_relation="adapter",
+        library_name="peft", license=license, base_model=base_model,
+        base_model_relation="adapter" if base_model else None,
         pipeline_tag=pipeline_tag, tags=_tags(BASE_TAGS, [peft_type.lower()], tags),
     )  # fmt: skip
     targets = config.get("target_modules")
@@ -388,7 +395,7 @@ def adapter_card(
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
         "",
-        f"base = AutoModelForCausalLM.from_pretrained({_quote(base_model)}{sub})",
+        f"base = AutoModelForCausalLM.from_pretrained({_quote(base_model or base_path)}{sub})",
         f"model = PeftModel.from_pretrained(base, {_quote(repo_id)})",
         "logits = model(torch.tensor([[base.config.bos_token_id]])).logits  # (1, 1, vocab_size)",
         "merged = model.merge_and_unload()  # optional: fold the adapter into the weights",

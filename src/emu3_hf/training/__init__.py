@@ -1,0 +1,37 @@
+"""LoRA and full fine-tuning of Emu3 on images, videos and image-question-answer data.
+
+``train(TrainConfig(...))`` in Python or ``emu3 train`` on the command line; the same call runs in one process and
+under ``accelerate launch`` (DDP, DeepSpeed, FSDP2 with ``sharding="fsdp2"``). See :mod:`.trainer`.
+
+Example:
+    ```python
+    >>> from emu3_hf.training import TrainConfig, train
+    >>> result = train(TrainConfig(model="my-pipeline", data="pink-shapes/", output_dir="pink-lora", max_steps=300))
+    ```
+"""
+
+from .checkpoint import find_checkpoints, load_checkpoint, save_checkpoint
+from .config import DEFAULT_LORA_TARGETS, TrainConfig
+from .data import load_examples, tokenize_dataset
+from .sequences import IGNORE_INDEX, Emu3DataCollator, LengthGroupedBatches, example_ids, labels_for, null_prompt_dropped
+from .trainer import SequenceData, TrainResult, prepare_model, train
+
+__all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "IGNORE_INDEX",
+    "Emu3DataCollator",
+    "LengthGroupedBatches",
+    "SequenceData",
+    "TrainConfig",
+    "TrainResult",
+    "example_ids",
+    "find_checkpoints",
+    "labels_for",
+    "load_checkpoint",
+    "load_examples",
+    "null_prompt_dropped",
+    "prepare_model",
+    "save_checkpoint",
+    "tokenize_dataset",
+    "train",
+]

@@ -1,0 +1,84 @@
+"""What a finished run leaves in its output folder, written atomically by process 0.
+
+- LoRA: ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's own files: rank, alpha, targets, so
+  ``PeftModel.from_pretrained`` and every pipeline's ``load_lora_weights`` read them) and a PEFT model card;
+- full fine-tuning: the whole pipeline folder (``model_index.json`` + components; the trained LM in place of the
+  base) and a diffusers model card;
+- both: ``training_config.json`` (the settings and the loss history).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from ..utils.atomic import staged_folder
+
+LORA_TASK = "text-to-image"
+
+
+def _card_repo_id(trainer: Any) -> str:
+    """The repo id the card names: ``hub_model_id``, else a local placeholder from the folder name."""
+    if trainer.config.hub_model_id:
+        return trainer.config.hub_model_id
+    name = re.sub(r"[^\w.-]+", "-", Path(trainer.config.output_dir).resolve().name).strip("-.") or "emu3-finetune"
+    return f"local/{name}"
+
+
+def _base_repo(trainer: Any) -> str | None:
+    model = trainer.config.model
+    return None if os.path.exists(model) or trainer.config.vq is not None else str(model)
+
+
+def _description(trainer: Any, losses: list[float], eval_losses: dict) -> str:
+    config = trainer.config
+    method = f"LoRA (rank {config.lora_rank}, alpha {config.lora_alpha})" if config.lora else "full fine-tuning"
+    parts = [f"Trained with `emu3 train` (emu3-hf): {method}, {len(losses)} optimizer steps of "
+             f"{trainer.micro * config.gradient_accumulation_steps} examples, learning rate {config.learning_rate}, "
+             f"loss on {config.loss_on} tokens."]  # fmt: skip
+    if losses:
+        parts.append(f"Training loss {losses[0]:.4f} at the first step, {losses[-1]:.4f} at the last.")
+    if eval_losses:
+        step = max(eval_losses)
+        parts.append(f"Held-out loss {eval_losses[step]:.4f} at step {step}.")
+    return " ".join(parts)
+
+
+def export_trained(trainer: Any, losses: list[float], eval_losses: dict) -> None:
+    """Save the adapter or the pipeline, with its card and the run's record (every process must call this)."""
+    from ..hub.cards import adapter_card, pipeline_card
+
+    config, accelerator = trainer.config, trainer.accelerator
+    full = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return
+    description = _description(trainer, losses, eval_losses)
+    record = {"config": config.to_dict(), "losses": losses, "eval_losses": {str(k): v for k, v in eval_losses.items()}}
+    with staged_folder(trainer.output) as staging:
+        if config.lora:
+            trainable = {n.removeprefix("module.") for n, p in trainer.model.named_parameters() if p.requires_grad}
+            state = {k: v for k, v in full.items() if k.removeprefix("module.") in trainable}
+            trainer.model.save_pretrained(str(staging), state_dict=state, safe_serialization=True)
+            card = adapter_card(staging, _card_repo_id(trainer), base_model=_base_repo(trainer), local_base=True,
+                                pipeline_tag=LORA_TASK, description=description)  # fmt: skip
+        else:
+            lm = trainer.pipe.model
+            if any(type(p).__name__ == "DTensor" for p in lm.parameters()):  # FSDP2: save a gathered copy
+                lm = type(lm)(lm.config)
+                lm.load_state_dict(full)
+            trainer.pipe.register_modules(model=lm.eval())
+            trainer.pipe.save_pretrained(str(staging))
+            card = pipeline_card(staging, _card_repo_id(trainer), base_model=_base_repo(trainer),
+                                 description=description)  # fmt: skip
+        card.save(str(staging / "README.md"))
+        (staging / "training_config.json").write_text(json.dumps(record, indent=1, default=str))
+    accelerator.wait_for_everyone()
+
+
+__all__ = ["export_trained"]
