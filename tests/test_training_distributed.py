@@ -41,12 +41,21 @@ def setup(tmp_path_factory, lm_dir, vq_dir, tiny_tokenizer_dir):
     return {"root": root, "lm": lm, "data": data, "common": common}
 
 
+def free_port() -> int:
+    """A port nobody listens on now (older accelerate releases take --main_process_port 0 literally and hang)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def launch(setup, output: Path, *flags: str) -> None:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), "--main_process_port",
-               "0", "-m", "emu3_hf.cli", "train", str(setup["data"]), "--model", str(setup["lm"]), "-o", str(output),
+               str(free_port()), "-m", "emu3_hf.cli", "train", str(setup["data"]), "--model", str(setup["lm"]), "-o", str(output),
                *setup["common"], *flags]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("steps; final training loss") == 1  # process 0 reports, once
 
