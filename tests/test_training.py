@@ -342,12 +342,17 @@ def test_held_out_loss_is_reported(base_config, tmp_path):
         ({"lora": False, "use_dora": True}, ValueError, "LoRA options"),
         ({"eval_fraction": 0.2, "eval_data": "."}, ValueError, "not both"),
         ({"lora_targets": ["q_proj", "nonexistent_proj"]}, ValueError, "name no linear layer"),
+        ({"data": "BROKEN"}, FileNotFoundError, "missing.png does not exist"),
     ],
 )
-def test_bad_settings_fail_before_training(base_config, tmp_path, overrides, error, match):
+def test_bad_settings_fail_before_any_model_loads(base_config, tmp_path, overrides, error, match):
+    if overrides.get("data") == "BROKEN":
+        (tmp_path / "broken").mkdir()
+        (tmp_path / "broken" / "metadata.jsonl").write_text('{"file_name": "missing.png", "text": "x"}\n')
+        overrides = {"data": str(tmp_path / "broken")}
     with pytest.raises(error, match=match):
         train(base_config(tmp_path / "bad", max_steps=1, **overrides))
-    assert not (tmp_path / "bad" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "bad").exists()  # nothing written: no VQ cache, no logs, no adapter
 
 
 def test_emu3_train_command(lm_dir, vq_dir, tiny_tokenizer_dir, image_folder, tmp_path, capsys):

@@ -11,6 +11,9 @@ from .sequences import LOSS_CHOICES
 
 # Every linear layer of the Emu3 LM's decoder (attention and MLP); the VQ's projections are never adapted.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Every nn.Linear of Emu3LMForCausalLM, by its last name: plain target names are checked against these before the
+# model loads (PEFT also takes dotted paths and regular expressions, which only the loaded model can check).
+LM_LINEAR_LAYERS = (*DEFAULT_LORA_TARGETS, "lm_head")
 
 
 @dataclass
@@ -126,6 +129,13 @@ class TrainConfig:
             raise ValueError("qlora / use_dora / use_rslora are LoRA options: set lora=True (or drop them).")
         if self.lora and (not self.lora_targets or isinstance(self.lora_targets, str)):
             raise ValueError(f"lora_targets must be a list of module names, got {self.lora_targets!r}.")
+        if self.lora:
+            unknown = [t for t in self.lora_targets if t.isidentifier() and t not in LM_LINEAR_LAYERS]
+            if unknown:
+                raise ValueError(
+                    f"lora_targets {unknown} name no linear layer of the Emu3 LM; its linear layers are "
+                    f"{list(LM_LINEAR_LAYERS)} (the VQ is never adapted)."
+                )
         if self.qlora:
             self._check_qlora()
         if isinstance(self.model, (str, os.PathLike)) and Path(self.model).exists():
@@ -163,4 +173,4 @@ class TrainConfig:
         return out
 
 
-__all__ = ["DEFAULT_LORA_TARGETS", "TrainConfig"]
+__all__ = ["DEFAULT_LORA_TARGETS", "LM_LINEAR_LAYERS", "TrainConfig"]

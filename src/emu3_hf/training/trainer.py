@@ -139,7 +139,7 @@ def _split_eval(cached: Any, config: TrainConfig):
 
 
 class _Trainer:
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, examples: Any, held_out_examples: Any = None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -152,7 +152,12 @@ class _Trainer:
         if self.accelerator.num_processes != world:  # N copies of one run writing one folder: refuse
             raise RuntimeError(
                 f"Launched as {world} processes but accelerate sees {self.accelerator.num_processes}: launch with "
-                "`accelerate launch` or `torchrun` on one kind of device (on CPUs: `accelerate launch --cpu`)."
+                "`accelerate launch` (a multi-GPU config; without GPUs it runs on CPUs) or `torchrun`."
+            )
+        if self.accelerator.distributed_type.name == "DEEPSPEED" and config.gradient_accumulation_steps > 1:
+            raise ValueError(  # DeepSpeed steps on its own accumulation boundary, which this loop does not set yet
+                "gradient_accumulation_steps > 1 is not supported under DeepSpeed yet: use a larger per-device batch "
+                "size, or DDP / FSDP2."
             )
         set_seed(config.seed, device_specific=True)  # each process its own dropout draws
         self.pipe = _load_pipeline(config)
@@ -161,11 +166,11 @@ class _Trainer:
         cache = Path(config.cache_dir or self.output / "vq-cache")
         with self.accelerator.main_process_first():
             show = config.show_progress and self.accelerator.is_main_process
-            cached = tokenize_dataset(config.data, self.processor, cache / "train", batch_size=config.vq_batch_size,
+            cached = tokenize_dataset(examples, self.processor, cache / "train", batch_size=config.vq_batch_size,
                                       show_progress=show)  # fmt: skip
             held_out = None
-            if config.eval_data is not None:
-                held_out = tokenize_dataset(config.eval_data, self.processor, cache / "eval",
+            if held_out_examples is not None:
+                held_out = tokenize_dataset(held_out_examples, self.processor, cache / "eval",
                                             batch_size=config.vq_batch_size, show_progress=show)  # fmt: skip
         cached, split = _split_eval(cached, config)
         held_out = held_out if held_out is not None else split
@@ -364,7 +369,12 @@ def train(config: TrainConfig | None = None, **kwargs: Any) -> TrainResult:
     elif kwargs:
         raise TypeError("Pass a TrainConfig or keyword arguments, not both.")
     config.check()
-    return _Trainer(config).run()
+    from .data import load_examples
+
+    # read and check the data (metadata lines, files, columns) before any model loads
+    examples = load_examples(config.data)
+    held_out = load_examples(config.eval_data) if config.eval_data is not None else None
+    return _Trainer(config, examples, held_out).run()
 
 
 __all__ = ["SequenceData", "TrainResult", "prepare_model", "train"]
