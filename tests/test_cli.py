@@ -81,3 +81,19 @@ def test_the_parser_offers_exactly_the_conversion_layouts():
     from emu3_hf.conversion.layouts import LAYOUTS
 
     assert emu3_cli._LAYOUTS == LAYOUTS
+
+
+def test_generate_with_jacobi_decoding_draws_the_greedy_image(model_args, tmp_path):
+    """--parallel-decoding jacobi is lossless: with --greedy it writes the very image sequential decoding writes;
+    --compile (the compiled static-cache decode step) too."""
+    args = ["generate", "a cat", "--height", "8", "--width", "8", "--greedy", *model_args]
+    outputs = {}
+    for name, extra in (("plain", []), ("jacobi", ["--parallel-decoding", "jacobi"]), ("compiled", ["--compile"])):
+        outputs[name] = tmp_path / f"{name}.png"
+        assert cli_main([*args, "-o", str(outputs[name]), *extra]) == 0
+    plain = np.asarray(Image.open(outputs["plain"]))
+    for name in ("jacobi", "compiled"):
+        assert np.array_equal(np.asarray(Image.open(outputs[name])), plain), name
+    with pytest.raises(SystemExit) as refused:  # argparse names the choices and exits 2
+        cli_main([*args, "-o", str(tmp_path / "x.png"), "--parallel-decoding", "zipar"])
+    assert refused.value.code == 2

@@ -134,3 +134,15 @@ def test_cuda_int4_and_bitsandbytes_generate_close_to_bf16(lm_dir, ref):
         with torch.no_grad():
             error = (model(ids).logits.float() - logits).abs().mean() / logits.std()
         assert error < 0.5, f"{name}: mean logit error {float(error):.3f} of the logits' spread"
+
+
+def test_a_pipeline_runs_the_quantized_lm(make_tiny_pipeline, lm_dir):
+    """README's recipe: `pipe.model = quantize_weights(pipe.model, "int8")`; the pipeline then generates what the
+    same pipeline does with the dequantized float weights."""
+    pipe, reference = make_tiny_pipeline(), make_tiny_pipeline()
+    pipe.model = quantize_weights(pipe.model, "int8")
+    reference.model = _dequantized_copy(pipe.model, lm_dir)
+    assert pipe.components["model"] is pipe.model
+    args = dict(height=8, width=8, do_sample=False, output_type="latent")
+    assert torch.equal(pipe("a red circle", **args).codes, reference("a red circle", **args).codes)
+    assert weight_bytes(pipe.model) < weight_bytes(reference.model)
