@@ -1,4 +1,5 @@
-"""LoRA and full fine-tuning of Emu3 on images, videos and image-question-answer data.
+"""LoRA and full fine-tuning of Emu3 on images, videos and image-question-answer data; training of the VQ vision
+tokenizer itself (:func:`train_vq`, see :mod:`.vq`).
 
 ``train(TrainConfig(...))`` in Python or ``emu3 train`` on the command line; the same call runs in one process and
 under ``accelerate launch`` (DDP, DeepSpeed, FSDP2 with ``sharding="fsdp2"``). See :mod:`.trainer`.
@@ -15,6 +16,7 @@ from .config import DEFAULT_LORA_TARGETS, TrainConfig
 from .data import load_examples, tokenize_dataset
 from .sequences import IGNORE_INDEX, Emu3DataCollator, LengthGroupedBatches, example_ids, labels_for, null_prompt_dropped
 from .trainer import SequenceData, TrainResult, prepare_model, train
+from .vq import VQForward, VQTrainConfig, VQTrainResult, tiny_world_vq_config, train_vq, vq_forward
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
@@ -24,6 +26,9 @@ __all__ = [
     "SequenceData",
     "TrainConfig",
     "TrainResult",
+    "VQForward",
+    "VQTrainConfig",
+    "VQTrainResult",
     "example_ids",
     "find_checkpoints",
     "labels_for",
@@ -32,6 +37,9 @@ __all__ = [
     "null_prompt_dropped",
     "prepare_model",
     "save_checkpoint",
+    "tiny_world_vq_config",
     "tokenize_dataset",
     "train",
+    "train_vq",
+    "vq_forward",
 ]

@@ -7,7 +7,9 @@ A checkpoint folder ``checkpoint-<step>/`` holds:
   and its parameter groups;
 - ``trainer_state.json``: the step, the data position (epoch, batch), the scheduler, the loss history and the
   random states of every process (torch, CUDA, Python, NumPy);
-- ``rng.safetensors``: the torch / CUDA generator states of every process.
+- ``rng.safetensors``: the torch / CUDA generator states of every process;
+- ``extra.safetensors`` (optional): tensors a trainer keeps besides parameters and optimizer state (the VQ
+  trainer's BatchNorm statistics and codebook usage), read back with :func:`load_extra_tensors`.
 
 State dicts go through ``torch.distributed.checkpoint.state_dict`` (full, on CPU), which reads plain modules, DDP
 and FSDP2 (``fully_shard``) alike, so the same folder resumes a run with any of them. Process 0 writes, into a
@@ -93,8 +95,12 @@ def save_checkpoint(
     state: dict[str, Any],
     rng_states: list[dict[str, Any]],
     is_main_process: bool = True,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a checkpoint (every process calls this: gathering the full state dicts is collective)."""
+    """Write a checkpoint (every process calls this: gathering the full state dicts is collective).
+
+    ``extra_tensors`` are written to ``extra.safetensors`` in the same staged folder (see :func:`load_extra_tensors`).
+    """
     weights = trainable_state_dict(model)
     optim = get_optimizer_state_dict(model, optimizer, options=_options())
     if not is_main_process:
@@ -116,6 +122,9 @@ def save_checkpoint(
         save_file(tensors, str(staging / "optimizer.safetensors"))
         (staging / "optimizer.json").write_text(json.dumps({"param_groups": groups, "state": per_param}, indent=1))
         save_file(rng_tensors, str(staging / "rng.safetensors"))
+        if extra_tensors is not None:
+            extra = {k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}
+            save_file(extra, str(staging / "extra.safetensors"))
         (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
 
 
@@ -159,6 +168,15 @@ def load_checkpoint(
     return state
 
 
+def load_extra_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The ``extra_tensors`` that :func:`save_checkpoint` wrote into ``folder``."""
+    path = Path(folder) / "extra.safetensors"
+    if not path.is_file():
+        raise ValueError(f"{folder} holds no extra.safetensors: it was not written by this trainer; resume from one "
+                         "of its own checkpoints.")  # fmt: skip
+    return load_file(str(path))
+
+
 def find_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints under ``output_dir``, oldest first."""
     root = Path(output_dir)
@@ -177,5 +195,5 @@ def prune_checkpoints(output_dir: str | Path, keep: int | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["find_checkpoints", "load_checkpoint", "prune_checkpoints", "rng_state", "save_checkpoint",
-           "set_rng_state", "trainable_state_dict"]  # fmt: skip
+__all__ = ["find_checkpoints", "load_checkpoint", "load_extra_tensors", "prune_checkpoints", "rng_state",
+           "save_checkpoint", "set_rng_state", "trainable_state_dict"]  # fmt: skip
