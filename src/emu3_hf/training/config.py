@@ -12,7 +12,7 @@ from .sequences import LOSS_CHOICES
 # Every linear layer of the Emu3 LM's decoder (attention and MLP); the VQ's projections are never adapted.
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Every nn.Linear of Emu3LMForCausalLM, by its last name: plain target names are checked against these before the
-# model loads (PEFT also takes dotted paths and regular expressions, which only the loaded model can check).
+# model loads (PEFT also takes dotted paths and regular expressions; it checks those itself on the loaded model).
 LM_LINEAR_LAYERS = (*DEFAULT_LORA_TARGETS, "lm_head")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from ..utils.atomic import staged_folder
+from .checkpoint import trainable_state_dict
 
 LORA_TASK = "text-to-image"
 
@@ -54,7 +55,11 @@ def export_trained(trainer: Any, losses: list[float], eval_losses: dict) -> None
     from ..hub.cards import adapter_card, pipeline_card
 
     config, accelerator = trainer.config, trainer.accelerator
-    full = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # collective under FSDP2: every process gathers, process 0 writes
+    if config.lora:
+        state = trainable_state_dict(trainer.model)
+    else:
+        state = get_model_state_dict(trainer.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
@@ -62,8 +67,6 @@ def export_trained(trainer: Any, losses: list[float], eval_losses: dict) -> None
     record = {"config": config.to_dict(), "losses": losses, "eval_losses": {str(k): v for k, v in eval_losses.items()}}
     with staged_folder(trainer.output) as staging:
         if config.lora:
-            trainable = {n.removeprefix("module.") for n, p in trainer.model.named_parameters() if p.requires_grad}
-            state = {k: v for k, v in full.items() if k.removeprefix("module.") in trainable}
             trainer.model.save_pretrained(str(staging), state_dict=state, safe_serialization=True)
             card = adapter_card(staging, _card_repo_id(trainer), base_model=_base_repo(trainer), local_base=True,
                                 pipeline_tag=LORA_TASK, description=description)  # fmt: skip
@@ -71,7 +74,7 @@ def export_trained(trainer: Any, losses: list[float], eval_losses: dict) -> None
             lm = trainer.pipe.model
             if any(type(p).__name__ == "DTensor" for p in lm.parameters()):  # FSDP2: save a gathered copy
                 lm = type(lm)(lm.config)
-                lm.load_state_dict(full)
+                lm.load_state_dict(state)
             trainer.pipe.register_modules(model=lm.eval())
             trainer.pipe.save_pretrained(str(staging))
             card = pipeline_card(staging, _card_repo_id(trainer), base_model=_base_repo(trainer),

@@ -99,10 +99,6 @@ def prepare_model(lm: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
         return lm
     from peft import LoraConfig, get_peft_model
 
-    names = {name.rsplit(".", 1)[-1] for name, m in lm.named_modules() if isinstance(m, torch.nn.Linear)}
-    unknown = sorted(set(config.lora_targets) - names)
-    if unknown:
-        raise ValueError(f"lora_targets {unknown} name no linear layer of the LM; its linear layers are {sorted(names)}.")
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.lora_targets), use_rslora=config.use_rslora,
                       use_dora=config.use_dora, bias="none")  # fmt: skip
