@@ -9,12 +9,15 @@ The image is 90x90 tokens (8193 generated per image), CFG 3.0, top-k 2048 sampli
 (e) (d) with speculative Jacobi decoding (``--window`` drafts a pass, compiled fixed-size windows);
 (f) (d) on 4-bit weights (torchao int4 tinygemm, or bitsandbytes nf4 with ``--four-bit bnb``).
 
-Each method generates an image of N1 and of N2 rows of 90 tokens (``--rows``, after one untimed run of each shape,
-which compiles (d)/(f)); seconds per full image are extrapolated linearly in rows, ``t(N1) + (90 - N1) * slope``
-(attention over the growing context is a few percent of a step at this size, so this slightly under-counts;
+Each method starts a whole 90x90 image and is stopped after N1 and after N2 rows (``--rows``; the engine's row
+callback returns ``RowUpdate(stop=True)``, so the static cache and the compiled graphs have the whole image's
+shapes; the recipes (a)/(b) generate N-row images). One untimed run of N1 rows comes first (compiles (d)-(f)).
+Seconds per full image are extrapolated linearly in rows, ``t(N1) + (90 - N1) * slope`` (for the dynamic caches
+of (a)-(c) attention grows with the context, a few percent of a step at this size, so those slightly under-count;
 ``--rows 90`` measures whole images). Also: VQ decode of a 720x720 image (BAAI's VQ config, random weights), peak
 GPU memory per method, the device's copy bandwidth and the bandwidth floor of one token per step (weights + KV
-cache read per step). Writes bench/results/gpu-<time>.json and prints markdown tables.
+cache read per step). Writes bench/results/gpu-<time>.json (``--out``: also there, rewritten after each method, so
+a run cut short keeps what it measured) and prints markdown tables.
 
 Usage:
     python bench/bench_gpu.py                      # the table (needs a GPU with >= 40 GB)
@@ -26,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import time
+from pathlib import Path
 
 import torch
 from bench_generation import make_prompts
@@ -36,6 +41,7 @@ from emu3_hf import Emu3LMConfig, Emu3LMForCausalLM, Emu3VisionVQConfig, Emu3Vis
 from emu3_hf.generation import RowUpdate, generate_image_tokens, sequence_length, token_ids_from_config
 from emu3_hf.generation.quantization import quantize_weights, weight_bytes
 from emu3_hf.generation.transformers_recipe import generate_with_transformers
+from emu3_hf.utils.atomic import atomic_file
 
 METHODS = {
     "a": "(a) BAAI recipe, transformers generate, emu3-hf model",
@@ -43,7 +49,7 @@ METHODS = {
     "c": "(c) emu3-hf engine, eager",
     "d": "(d) engine, compiled decode step (CUDA graphs)",
     "e": "(e) engine, compiled + speculative Jacobi decoding",
-    "f": "(f) engine, 4-bit weights (torchao int4: compiled; bitsandbytes nf4: eager)",
+    "f": "(f) engine, 4-bit weights (torchao int4 tinygemm, or bitsandbytes nf4)",
 }
 
 
@@ -118,10 +124,15 @@ def bandwidth_floor(lm, prompt_len: int, side: int, batch: int, bandwidth: float
     return (steps * weights + kv_total) / bandwidth / batch
 
 
-def run_engine(lm, ids, pos, neg, rows, width, **options):
-    """The engine on an image of `rows` x `width` tokens (rows < width: the first rows of a wide image)."""
-    return generate_image_tokens(lm, pos, negative_input_ids=neg, height=rows, width=width, top_k=2048,
-                                 generator=torch.Generator(pos.device).manual_seed(0), token_ids=ids, **options)
+def run_engine(lm, ids, pos, neg, rows, side, **options):
+    """The engine on a ``side`` x ``side`` image, stopped once ``rows`` rows are done (whole-image shapes)."""
+
+    def stop_after_rows(progress):
+        return RowUpdate(stop=min(progress.rows_done) >= rows)
+
+    return generate_image_tokens(lm, pos, negative_input_ids=neg, height=side, width=side, top_k=2048,
+                                 generator=torch.Generator(pos.device).manual_seed(0), token_ids=ids,
+                                 callback=stop_after_rows if rows < side else None, **options)  # fmt: skip
 
 
 def run_recipe(model, ids, pos, neg, rows, width):
@@ -130,11 +141,14 @@ def run_recipe(model, ids, pos, neg, rows, width):
                                       token_ids=ids)
 
 
-def time_method(fn, device, row_counts: list[int]) -> dict:
-    """Warm up each shape, then time it once; peak memory of the largest."""
+def time_method(fn, device, row_counts: list[int], warm_up_each: bool) -> dict:
+    """One untimed run of the fewest rows (compiles, fills allocator caches; of every row count when the shapes
+    change with it), then each row count timed once; peak memory of the largest."""
     out = {}
+    fn(min(row_counts))
     for rows in row_counts:
-        fn(rows)  # warm-up: compiles, fills allocator caches
+        if warm_up_each and rows != min(row_counts):
+            fn(rows)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         synchronize(device)
@@ -191,7 +205,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--window", type=int, default=16, help="draft tokens per pass for (e)")
-    parser.add_argument("--four-bit", choices=["torchao", "bnb"], default="torchao", help="how (f) quantizes")
+    parser.add_argument("--four-bit", choices=["torchao", "torchao-eager", "bnb"], default="torchao",
+                        help="how (f) quantizes: torchao int4 compiled (default) or eager, or bitsandbytes nf4")
+    parser.add_argument("--report", type=Path, default=None, help="print the tables of a saved (partial) record")
+    parser.add_argument("--single-batch", nargs="*", default=[], choices=list(METHODS),
+                        help="methods measured at the first of --batches only (device time is short)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the record here, after every method")
     parser.add_argument("--copy-gib", type=float, default=None, help="tensor size for the copy bandwidth (GiB)")
     args = parser.parse_args(argv)
     args.side = args.side or (8 if args.tiny else 90)
@@ -204,64 +223,83 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.report:
+        state = json.loads(args.report.read_text())
+        return report(state, save=False)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type != "cuda" and not args.tiny:
         raise SystemExit("The 8B table needs a CUDA device; run with --tiny for a smoke test elsewhere.")
-    start = machine()
     config = lm_config(args.tiny)
-    lm = build_lm(config, device, dtype)
-    ids = token_ids_from_config(config)
-    print(f"LM: {sum(p.numel() for p in lm.parameters()) / 1e9:.2f}B params, {dtype}, {device}; image {args.side}x"
-          f"{args.side} tokens; rows timed {args.rows}; CFG 3.0, top-k 2048 sampling")
-
-    results: dict[str, dict] = {}
-    for batch in args.batches:
-        pos, neg = make_prompts(config, batch, args.side)
-        pos, neg = pos.to(device), neg.to(device)
-        fns = {
-            "a": lambda rows: run_recipe(lm, ids, pos, neg, rows, args.side),
-            "c": lambda rows: run_engine(lm, ids, pos, neg, rows, args.side, compile_decode=False),
-            "d": lambda rows: run_engine(lm, ids, pos, neg, rows, args.side, compile_decode=True),
-            "e": lambda rows: run_engine(lm, ids, pos, neg, rows, args.side, parallel_decoding="jacobi",
-                                         parallel_window=args.window, compile_decode=device.type == "cuda"),
-        }  # fmt: skip
-        for key in [k for k in args.methods if k in fns]:
-            with torch.no_grad():
-                record = time_method(fns[key], device, args.rows)
-            if key == "e":
-                record["tokens_per_pass"] = tokens_per_pass(lm, lambda: fns["e"](max(args.rows)))
-            results.setdefault(key, {})[batch] = record
-            print(f"  batch {batch} {METHODS[key]}: {record['seconds']}", flush=True)
-
-    if "b" in args.methods:  # native transformers: built once, released before (f)
-        native = native_model(lm, args.tiny, device, dtype)
-        for batch in args.batches:
-            pos, neg = (t.to(device) for t in make_prompts(config, batch, args.side))
-            with torch.no_grad():
-                record = time_method(lambda rows: run_recipe(native, ids, pos, neg, rows, args.side), device, args.rows)
-            results.setdefault("b", {})[batch] = record
-            print(f"  batch {batch} {METHODS['b']}: {record['seconds']}", flush=True)
-        del native
-        gc.collect()
-
-    bytes_float = weight_bytes(lm)
-    if "f" in args.methods:  # quantizes `lm` in place: the last use of the float weights
-        lm = four_bit(lm, args, device)
-        compiled = args.four_bit == "torchao"  # bitsandbytes' layers are not traced whole: eager
-        for batch in args.batches:
-            pos, neg = (t.to(device) for t in make_prompts(config, batch, args.side))
-            with torch.no_grad():
-                fn = lambda rows: run_engine(lm, ids, pos, neg, rows, args.side, compile_decode=compiled)  # noqa: E731
-                results.setdefault("f", {})[batch] = record = time_method(fn, device, args.rows)
-            print(f"  batch {batch} {METHODS['f']}: {record['seconds']}", flush=True)
-
-    vq = vq_decode_seconds(device, dtype, args.tiny, args.side)
-    bandwidth = copy_bandwidth(device, args.copy_gib)
+    settings = {**vars(args), "out": str(args.out), "report": None}
+    state = {"machine_start": machine(), "settings": settings, "results": {}, "errors": {}}
+    # The cheap measurements first, so a run cut short still has them.
+    state["vq_decode"] = vq_decode_seconds(device, dtype, args.tiny, args.side)
+    bandwidth = state["copy_bandwidth_bytes_per_s"] = copy_bandwidth(device, args.copy_gib)
     prompt_len = make_prompts(config, 1, args.side)[0].shape[1]
     float_lm = build_lm(config, "meta", dtype)  # the floor counts the float weights' bytes
-    floors = {b: bandwidth_floor(float_lm, prompt_len, args.side, b, bandwidth) for b in args.batches}
-    report(args, results, vq, bandwidth, floors, bytes_float, weight_bytes(lm), start)
+    state["bandwidth_floor_seconds_per_image"] = {
+        b: bandwidth_floor(float_lm, prompt_len, args.side, b, bandwidth) for b in args.batches
+    }
+    lm = build_lm(config, device, dtype)
+    ids = token_ids_from_config(config)
+    state["weight_bytes"] = {"float": weight_bytes(lm)}
+    print(f"LM: {sum(p.numel() for p in lm.parameters()) / 1e9:.2f}B params, {dtype}, {device}; image {args.side}x"
+          f"{args.side} tokens; rows timed {args.rows}; CFG 3.0, top-k 2048 sampling", flush=True)
+    write_partial(args, state)
+
+    def measure(key, fn_for_batch):
+        for batch in [b for b in args.batches if key not in args.single_batch or b == args.batches[0]]:
+            pos, neg = (t.to(device) for t in make_prompts(config, batch, args.side))
+            fn = fn_for_batch(pos, neg)
+            try:
+                with torch.no_grad():
+                    record = time_method(fn, device, args.rows, warm_up_each=False)
+                    if key == "e":
+                        record["tokens_per_pass"] = tokens_per_pass(lm, lambda: run_engine(  # eager: hooks fire
+                            lm, ids, pos, neg, max(args.rows), args.side, parallel_decoding="jacobi",
+                            parallel_window=args.window, compile_decode=False))
+            except Exception as error:  # one method failing must not lose the others' numbers
+                state["errors"][f"{key}/{batch}"] = f"{type(error).__name__}: {error}"
+                print(f"  batch {batch} {METHODS[key]}: FAILED {type(error).__name__}: {error}", flush=True)
+                return
+            state["results"].setdefault(key, {})[batch] = record
+            print(f"  batch {batch} {METHODS[key]}: {record['seconds']}", flush=True)
+            write_partial(args, state)
+
+    def engine(model, **options):
+        return lambda pos, neg: lambda rows: run_engine(model, ids, pos, neg, rows, args.side, **options)
+
+    cuda = device.type == "cuda"
+    for key in [k for k in args.methods if k != "f"]:  # (f) quantizes `lm` in place: it comes last
+        if key == "a":
+            measure(key, lambda pos, neg: lambda rows: run_recipe(lm, ids, pos, neg, rows, args.side))
+        elif key == "b":  # native transformers: built for this method only, released after it
+            native = native_model(lm, args.tiny, device, dtype)
+            measure(key, lambda pos, neg: lambda rows: run_recipe(native, ids, pos, neg, rows, args.side))
+            del native
+            gc.collect()
+        elif key == "c":
+            measure(key, engine(lm, compile_decode=False))
+        elif key == "d":
+            measure(key, engine(lm, compile_decode=True))
+        elif key == "e":
+            measure(key, engine(lm, parallel_decoding="jacobi", parallel_window=args.window, compile_decode=cuda))
+        if cuda:
+            torch.cuda.empty_cache()
+    if "f" in args.methods:
+        lm = four_bit(lm, args, device)
+        measure("f", engine(lm, compile_decode=args.four_bit == "torchao"))  # bnb layers and torchao-eager: eager
+    state["weight_bytes"]["final"] = weight_bytes(lm)
+    state["machine_end"] = machine()
+    report(state, out=args.out)
+
+
+def write_partial(args, state: dict) -> None:
+    """Rewrite ``--out`` with what is measured so far (a run cut short keeps it)."""
+    if args.out:
+        with atomic_file(args.out) as tmp:
+            Path(tmp).write_text(json.dumps({**state, "partial": True}, indent=2, default=str) + "\n")
 
 
 def native_model(lm, tiny: bool, device, dtype):
@@ -278,7 +316,7 @@ def native_model(lm, tiny: bool, device, dtype):
 def four_bit(lm, args, device):
     """(f)'s model: torchao int4 (in place), or bitsandbytes nf4 through transformers' ``quantization_config``
     (random weights saved to a temporary folder and loaded back, the way users load a checkpoint)."""
-    if args.four_bit == "torchao":
+    if args.four_bit.startswith("torchao"):
         return quantize_weights(lm, "int4", group_size=32 if args.tiny else 128)
     import tempfile
 
@@ -292,31 +330,42 @@ def four_bit(lm, args, device):
                                                  device_map=str(device)).eval()  # fmt: skip
 
 
-def report(args, results, vq, bandwidth, floors, bytes_float, bytes_final, start) -> None:
-    rows_note = "measured" if max(args.rows) == args.side else f"extrapolated from {args.rows} rows"
-    table = ["| method | " + " | ".join(f"batch {b} s/image" for b in args.batches)
-             + " | peak GiB (batch 1) | tokens/pass | |", "|---|" + "---|" * (len(args.batches) + 3)]  # fmt: skip
+def report(state: dict, out: Path | None = None, save: bool = True) -> None:
+    """Print the markdown table of a finished (or partial, ``--report``) record; save it unless re-reporting."""
+    settings, results = state["settings"], state["results"]
+    side, rows, batches = settings["side"], settings["rows"], settings["batches"]
+    rows_note = "measured" if max(rows) == side else f"extrapolated from {rows} rows"
+    table = ["| method | " + " | ".join(f"batch {b} s/image" for b in batches)
+             + " | peak GiB (batch 1) | tokens/pass | |", "|---|" + "---|" * (len(batches) + 3)]  # fmt: skip
     summary = {}
     for key in [k for k in METHODS if k in results]:
-        per_batch = {b: extrapolate(r["seconds"], args.side) / b for b, r in results[key].items()}
+        per_batch = {int(b): extrapolate({int(n): t for n, t in r["seconds"].items()}, side) / int(b)
+                     for b, r in results[key].items()}  # fmt: skip
         summary[key] = per_batch
-        first = results[key][args.batches[0]]
+        first = results[key][min(results[key], key=int)]
         peak = f"{first['peak_bytes'] / 2**30:.1f}" if first["peak_bytes"] else "-"
         tpp = f"{first['tokens_per_pass']:.2f}" if "tokens_per_pass" in first else "1"
-        table.append(f"| {METHODS[key]} | " + " | ".join(f"{per_batch[b]:.1f}" for b in args.batches)
-                     + f" | {peak} | {tpp} | {rows_note} |")  # fmt: skip
-    table.append("| bandwidth floor, one token per step | " + " | ".join(f"{floors[b]:.1f}" for b in args.batches)
+        cells = [f"{per_batch[b]:.1f}" if b in per_batch else "-" for b in batches]
+        table.append(f"| {METHODS[key]} | " + " | ".join(cells) + f" | {peak} | {tpp} | {rows_note} |")
+    floors = {int(b): t for b, t in state["bandwidth_floor_seconds_per_image"].items()}
+    bandwidth = state["copy_bandwidth_bytes_per_s"]
+    table.append("| bandwidth floor, one token per step | " + " | ".join(f"{floors[b]:.1f}" for b in batches)
                  + f" | | 1 | copy bandwidth {bandwidth / 1e9:.0f} GB/s |")  # fmt: skip
     print("\n" + "\n".join(table))
-    print(f"\nVQ decode of a {args.side}x{args.side}-token image -> {vq['pixels']} pixels: {vq['seconds']:.3f} s"
+    vq = state["vq_decode"]
+    print(f"\nVQ decode of a {side}x{side}-token image -> {vq['pixels']} pixels: {vq['seconds']:.3f} s"
           + (f", peak {vq['peak_bytes'] / 2**30:.1f} GiB" if vq["peak_bytes"] else ""))
-    print(f"weights: {bytes_float / 2**30:.2f} GiB float, {bytes_final / 2**30:.2f} GiB after (f)")
-    path = save_result("gpu", {
-        "machine_start": start, "machine_end": machine(), "settings": vars(args), "results": results,
-        "seconds_per_image": summary, "vq_decode": vq, "copy_bandwidth_bytes_per_s": bandwidth,
-        "bandwidth_floor_seconds_per_image": floors, "weight_bytes": {"float": bytes_float, "final": bytes_final},
-    })  # fmt: skip
-    print(f"result: {path}")
+    weights = state.get("weight_bytes", {})
+    print("weights (GiB): " + ", ".join(f"{k} {v / 2**30:.2f}" for k, v in weights.items()))
+    for where, error in state.get("errors", {}).items():
+        print(f"FAILED {where}: {error}")
+    if not save:
+        return
+    record = {**state, "seconds_per_image": summary}
+    if out:
+        with atomic_file(out) as tmp:
+            Path(tmp).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"result: {save_result('gpu', record)}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 import emu3_hf
 from emu3_hf import Emu3LMConfig, Emu3LMForCausalLM, Emu3LMModel
-from emu3_hf.modeling.transformers_compat import enable_activation_checkpointing
+from emu3_hf.modeling.transformers_compat import OUTPUT_CACHE_FIELD, enable_activation_checkpointing
 
 BATCHES = ["batch0", "batch1", "batch2"]
 CPU_BACKENDS = ["eager", "sdpa"]
@@ -231,6 +231,77 @@ def test_native_layout_gives_the_same_logits_as_ours(fixtures_dir, lm_dir, ref, 
     torch.testing.assert_close(a[keep], b[keep], atol=1e-5, rtol=1e-5)
 
 
+# --- masked attention over grouped KV heads -----------------------------------------------------------------------
+
+
+def _grouped_case(length: int, boolean: bool, seed: int = 0):
+    """Queries (2, 8 heads, L), keys/values (2, 2 KV heads, 9) and a left-padding + causal mask over a cache whose
+    last slots are empty (a static cache), in transformers' boolean form (True = attend) or additive."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, h, n, 16, generator=g) for h, n in ((8, length), (2, 9), (2, 9)))
+    slots, first = torch.arange(9), 7 - length  # the L queries are the tokens in slots first .. first + L - 1
+    allowed = slots[None, None, :] <= torch.arange(first, first + length)[None, :, None]  # (1, L, 9) causal
+    allowed = (allowed & (slots >= torch.tensor([0, 2])[:, None, None])).unsqueeze(1)  # (2, 1, L, 9) row 1 padded
+    if boolean:
+        return q, k, v, allowed
+    return q, k, v, torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+
+
+@pytest.mark.parametrize("length", [1, 4])
+@pytest.mark.parametrize("boolean", [True, False])
+def test_grouped_sdpa_equals_transformers_sdpa_and_eager(length, boolean):
+    """Folding the query heads of a KV group into the query length is exact: the same outputs as transformers' own
+    sdpa backend (which repeats K/V per head) and as plain softmax attention."""
+    from emu3_hf.modeling.modeling_emu3 import eager_attention, grouped_sdpa_attention
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.training = 4, True, False
+    q, k, v, mask = _grouped_case(length, boolean)
+    ours, weights = grouped_sdpa_attention(module, q, k, v, mask, scaling=0.25)
+    theirs, _ = ALL_ATTENTION_FUNCTIONS["sdpa"](module, q, k, v, mask, scaling=0.25)
+    additive = mask if not boolean else torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    plain, _ = eager_attention(module, q, k, v, additive, scaling=0.25)
+    assert weights is None and ours.shape == (2, length, 8, 16)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours, plain, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grouped_sdpa_attention(module, q, k, v, mask[..., :1, :], scaling=0.25)[0][:, -1:],
+                               ALL_ATTENTION_FUNCTIONS["sdpa"](module, q, k, v, mask[..., :1, :], scaling=0.25)[0][:, -1:])
+
+
+def test_sdpa_decoding_never_repeats_the_cache_per_head(lm_dir, ref):
+    """A decode window with a mask (CFG's padded prompts, a static cache's empty slots) attends over the cached keys
+    as they are: no tensor of the repeated (B, H, S, hd) shape is built, and its logits equal a full forward's.
+    (transformers' own sdpa backend repeats them per head here; under torch.compile even for single tokens.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    model = Emu3LMForCausalLM.from_pretrained(lm_dir, attn_implementation="sdpa").eval()
+    config = model.config
+    assert config.num_attention_heads > config.num_key_value_heads  # the fixture has grouped KV heads
+    ids, mask = ref["lm.batch1.input_ids"], ref["lm.batch1.attention_mask"]
+    head_dim = config.hidden_size // config.num_attention_heads
+    repeated = (ids.shape[0], config.num_attention_heads, ids.shape[1], head_dim)  # K/V of S slots, once per head
+
+    class Shapes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                self.seen.add(tuple(out.shape))
+            return out
+
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits[:, -2:]
+        prefix = model(ids[:, :-2], attention_mask=mask[:, :-2], use_cache=True)
+        with Shapes() as shapes:  # a window of two tokens, as the Jacobi decoder feeds them
+            step = model(ids[:, -2:], attention_mask=mask, cache=getattr(prefix, OUTPUT_CACHE_FIELD), use_cache=True)
+    assert repeated not in shapes.seen
+    torch.testing.assert_close(step.logits, full, atol=1e-5, rtol=1e-5)
+
+
 # --- GPU backends (run on a CUDA machine; skipped elsewhere) -------------------------------------------------
 
 
@@ -261,7 +332,7 @@ def test_gpu_backends_match_eager(lm_dir, ref, backend, dtype):
     tol = 1e-4 if dtype == torch.float32 else 6e-2
     torch.testing.assert_close(a[keep], b[keep], atol=tol, rtol=tol)
     if dtype == torch.float32:
-        torch.testing.assert_close(a[keep].cpu(), ref["lm.batch1.logits"][keep], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a[keep].cpu(), ref["lm.batch1.logits"][keep.cpu()], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.gpu

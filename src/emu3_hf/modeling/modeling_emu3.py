@@ -66,6 +66,51 @@ def eager_attention(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def grouped_sdpa_attention(
+    module: nn.Module,
+    query: torch.Tensor,  # (B, H, L, hd)
+    key: torch.Tensor,  # (B, Hkv, S, hd)
+    value: torch.Tensor,  # (B, Hkv, S, hd)
+    attention_mask: torch.Tensor,  # (B or 1, 1, L or 1, >= S) boolean (True = attend) or additive
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """SDPA with a mask over grouped KV heads, without copying the keys and values once per query head.
+
+    The ``G = H / Hkv`` query heads that share a KV head are folded into the query length: (B, Hkv, G*L, hd) against
+    (B, Hkv, S, hd), the mask repeated G times along L. Exact: every query row still meets the same keys and the same
+    mask row. transformers' sdpa backend instead repeats K and V G times whenever a mask is given (CUDA's fused kernels
+    take no GQA with a mask) or, since 5.25, packs single queries only outside ``torch.compile``; under a compiled
+    decode step over a static cache that is a copy of the whole cache in every layer at every step, more bytes than
+    the weights themselves at 720x720 with CFG. Returns (B, L, H, hd) and no weights, like the interface's backends.
+    """
+    batch, heads, length, head_dim = query.shape
+    groups = heads // key.shape[1]
+    folded = query.reshape(batch, key.shape[1], groups * length, head_dim)  # head h = kv * G + g
+    mask = attention_mask[..., : key.shape[-2]]
+    if mask.shape[-2] > 1:  # one mask row per query position: repeat it for each of the G heads folded in
+        mask = mask.unsqueeze(2).expand(*mask.shape[:2], groups, *mask.shape[2:]).reshape(
+            mask.shape[0], mask.shape[1], groups * mask.shape[2], mask.shape[3]
+        )
+    out = nn.functional.scaled_dot_product_attention(
+        folded, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling
+    )  # (B, Hkv, G*L, hd)
+    return out.reshape(batch, heads, length, head_dim).transpose(1, 2), None
+
+
+def _uses_grouped_sdpa(module: nn.Module, attention_mask, kwargs: dict) -> bool:
+    """Take over the sdpa backend's masked grouped-KV case (see :func:`grouped_sdpa_attention`); every other case
+    (no mask: fused kernels with ``enable_gqa``; extra options such as attention outputs) stays transformers'."""
+    return (
+        module.num_key_value_groups > 1
+        and isinstance(attention_mask, torch.Tensor)
+        and attention_mask.dim() == 4
+        and attention_mask.shape[1] == 1
+        and not kwargs.get("output_attentions", False)
+    )
+
+
 class Emu3Attention(nn.Module):
     """Multi-head attention with grouped KV heads; keys ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj`` (BAAI's).
 
@@ -105,7 +150,12 @@ class Emu3Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, Hkv, S, hd): everything cached so far
         backend = self.config._attn_implementation
-        attend: Callable = eager_attention if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
+        if backend == "eager":
+            attend: Callable = eager_attention
+        elif backend == "sdpa" and _uses_grouped_sdpa(self, attention_mask, kwargs):
+            attend = grouped_sdpa_attention
+        else:
+            attend = ALL_ATTENTION_FUNCTIONS[backend]
         out, weights = attend(
             self,
             q,
