@@ -22,6 +22,7 @@ from emu3_hf.training import (  # noqa: E402
     LengthGroupedBatches,
     TrainConfig,
     example_ids,
+    example_loss_on,
     labels_for,
     null_prompt_dropped,
     tokenize_dataset,
@@ -120,6 +121,11 @@ def test_labels_keep_exactly_the_chosen_tokens(processor):
     assert text[:chat_start] == [IGNORE_INDEX] * chat_start and text[chat_start:] == chat[chat_start:]
     with pytest.raises(ValueError, match="loss_on must be one of"):
         labels_for(chat, chat_start, special, "images")
+    # "auto" (a mixture of tasks): the answer of an understanding example, the visual tokens of a generation one
+    assert example_loss_on("auto", {"question": "q?", "answer": "blue"}) == "text"
+    assert example_loss_on("auto", {"text": "blue"}) == "vision" and example_loss_on("all", {"answer": "b"}) == "all"
+    with pytest.raises(ValueError, match="resolve 'auto' per example"):
+        labels_for(chat, chat_start, special, "auto")
 
 
 def test_null_prompt_drops_are_reproducible_and_have_the_asked_rate():

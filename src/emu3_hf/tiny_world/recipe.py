@@ -10,6 +10,14 @@ must be able to spell a word the LM has not learnt. The LM (stage 2) never sees 
 :func:`vq_reconstruction_report` scores a VQ the way the spec scores the LM: the reference analyzer reads back
 each ``encode`` -> ``decode`` round trip of clean images, per attribute.
 
+Stage 2, the LM (:func:`build_base_pipeline`, then :func:`train_tiny_lm`): a byte-level BPE of a few hundred tokens
+learnt from the ``train`` captions and the chat question (:func:`~emu3_hf.processing.bpe.train_bpe_ranks`), Emu3's
+208 specials, 3 image tokens and the VQ's 1024 visual tokens after it; a Llama-style Emu3 LM of about 5 M
+parameters (:data:`TINY_LM_SIZES`) initialised at random; the image processor keeps 64x64 (8x8 codes). The pipeline
+folder is then fully trained by :func:`emu3_hf.training.train` (``lora=False``, ``loss_on="auto"``) on a mixture of
+jittered ``train`` examples (:func:`lm_training_examples`): text-to-image, image-to-text (the chat layout, question
+:data:`CAPTION_QUESTION`, the caption as the answer) and text-to-video.
+
 Example:
     ```python
     >>> from emu3_hf.tiny_world.recipe import train_tiny_vq, vq_reconstruction_report
@@ -27,11 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .analyze import analyze_image
+from .analyze import aggregate_scores, score_image
 from .splits import iter_image_examples, iter_video_examples, make_splits
 
 VQ_STEPS = 2000  # TINY_WORLD.md: "plan ~2000 steps"
 VQ_IMAGE_BATCH, VQ_VIDEO_BATCH = 8, 4
+CAPTION_QUESTION = "Describe the image."  # TINY_WORLD.md, "Understanding"
+BPE_VOCAB_SIZE = 400  # an upper bound: the captions' repeated pieces fill ~360 ranks
+# TINY_WORLD.md: "a Llama-style LM of ~5 M parameters (hidden 256, 6 layers)"
+TINY_LM_SIZES = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
 
 
 def vq_training_specs() -> tuple[tuple, tuple]:
@@ -76,32 +89,146 @@ def train_tiny_vq(
 
 @torch.no_grad()
 def vq_reconstruction_report(vq: Any, split: str = "validation", batch_size: int = 32) -> dict[str, float]:
-    """Share of a split's clean images whose VQ round trip the analyzer reads back right: per attribute and all five.
-
-    ``vq``: an :class:`~emu3_hf.Emu3VisionVQModel` or its folder.
-    """
+    """Share of a split's clean images whose VQ round trip the analyzer reads back right, per attribute and
+    ``all`` (:func:`~emu3_hf.tiny_world.analyze.aggregate_scores`). ``vq``: an ``Emu3VisionVQModel`` or its folder."""
     from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
 
     if not isinstance(vq, torch.nn.Module):
         vq = Emu3VisionVQModel.from_pretrained(vq)
     vq = vq.eval()
     specs = make_splits().images[split]
-    pairs = list(iter_image_examples(split, jitter=False, shuffle=False))
-    hits = {name: 0 for name in ("shape", "color", "background", "size", "position", "all_five")}
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        pixels = np.stack([np.asarray(image, dtype=np.float32) for image, _ in chunk]) / 127.5 - 1.0
-        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(next(vq.parameters()).device)
-        decoded = vq.decode(vq.encode(batch))
+    images = [np.asarray(image) for image, _ in iter_image_examples(split, jitter=False, shuffle=False)]
+    scores = []
+    for start in range(0, len(images), batch_size):
+        pixels = torch.from_numpy(np.stack(images[start : start + batch_size])).float() / 127.5 - 1.0
+        decoded = vq.decode(vq.encode(pixels.permute(0, 3, 1, 2).to(next(vq.parameters()).device)))
         decoded = decoded[:, 0] if decoded.dim() == 5 else decoded  # (B, 3, 64, 64)
-        images = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        for spec, image in zip(specs[start : start + batch_size], images):
-            read = analyze_image(image)
-            right = {name: getattr(read, name) == getattr(spec, name) for name in hits if name != "all_five"}
-            for name, ok in right.items():
-                hits[name] += ok
-            hits["all_five"] += all(right.values())
-    return {name: count / len(pairs) for name, count in hits.items()}
+        rounds = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        scores += [score_image(image, spec) for image, spec in zip(rounds, specs[start : start + batch_size])]
+    return aggregate_scores(scores)
 
 
-__all__ = ["VQ_STEPS", "train_tiny_vq", "vq_reconstruction_report", "vq_training_specs"]
+def caption_corpus() -> list[str]:
+    """The text the tiny BPE learns from: every ``train`` image and video caption, and the chat question (as often
+    as an image caption, since every image-to-text example asks it)."""
+    splits = make_splits()
+    captions = [spec.caption() for spec in splits.images["train"] + splits.videos["train"]]
+    return captions + [CAPTION_QUESTION] * len(splits.images["train"])
+
+
+def build_tiny_tokenizer(vocab_size: int = BPE_VOCAB_SIZE, codebook_size: int = 1024):
+    """The embedded model's tokenizer: a BPE learnt from :func:`caption_corpus`, then Emu3's specials and
+    ``codebook_size`` visual tokens (an :class:`~emu3_hf.processing.tokenization_emu3.Emu3Tokenizer`)."""
+    import tempfile
+
+    from ..processing.bpe import train_bpe_ranks
+    from ..processing.tokenization_emu3 import build_emu3_tokenizer, write_tiktoken_bpe
+
+    ranks = train_bpe_ranks(caption_corpus(), vocab_size=vocab_size)
+    with tempfile.TemporaryDirectory() as folder:
+        return build_emu3_tokenizer(write_tiktoken_bpe(ranks, Path(folder) / "tiny.tiktoken"),
+                                    codebook_size=codebook_size)  # fmt: skip
+
+
+def tiny_lm_config(tokenizer: Any, **overrides: Any):
+    """An :class:`~emu3_hf.Emu3LMConfig` of :data:`TINY_LM_SIZES` over ``tokenizer``'s ids (specials, visual block)
+    for 64x64 images (``image_area`` 4096 pixels: 8x8 codes by default)."""
+    from ..modeling.configuration_emu3 import Emu3LMConfig
+
+    settings = dict(
+        **TINY_LM_SIZES, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, img_token_id=tokenizer.img_token_id,
+        boi_token_id=tokenizer.boi_token_id, eoi_token_id=tokenizer.eoi_token_id, eol_token_id=tokenizer.eol_token_id,
+        eof_token_id=tokenizer.eof_token_id, visual_token_offset=tokenizer.visual_token_offset,
+        codebook_size=tokenizer.codebook_size, image_area=64 * 64, attention_dropout=0.0, rope_theta=10000.0,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    settings.update(overrides)
+    return Emu3LMConfig(**settings)
+
+
+def build_base_pipeline(vq: Any, output_dir: str | os.PathLike, *, seed: int = 0, **lm_overrides: Any) -> Path:
+    """Stage 2a: the untrained embedded pipeline (random LM, trained ``vq`` folder or model, tiny BPE tokenizer,
+    64x64 image processor), saved to ``output_dir``; returns it."""
+    from ..modeling.modeling_emu3 import Emu3LMForCausalLM
+    from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
+    from ..pipelines import Emu3Pipeline
+    from ..processing.image_processing_emu3visionvq import Emu3VisionVQImageProcessor
+
+    if not isinstance(vq, torch.nn.Module):
+        vq = Emu3VisionVQModel.from_pretrained(vq)
+    tokenizer = build_tiny_tokenizer(codebook_size=vq.config.codebook_size)
+    torch.manual_seed(seed)
+    lm = Emu3LMForCausalLM(tiny_lm_config(tokenizer, **lm_overrides)).eval()
+    side = 64
+    image_processor = Emu3VisionVQImageProcessor(min_pixels=side * side, max_pixels=side * side,
+                                                 spatial_factor=vq.config.spatial_scale_factor)  # fmt: skip
+    pipe = Emu3Pipeline(model=lm, vq_model=vq.eval(), tokenizer=tokenizer, image_processor=image_processor)
+    pipe.save_pretrained(output_dir)
+    return Path(output_dir)
+
+
+def lm_training_examples(copies: int = 8, seed: int = 0, split: str = "train"):
+    """The LM's training mixture as a ``datasets.Dataset`` (columns image, video, text, question, answer): for each
+    spec of ``split``, ``copies`` jittered renders of each kind: text-to-image (image + caption), image-to-text
+    (image + :data:`CAPTION_QUESTION` + the caption as the answer, other renders) and text-to-video (8 frames +
+    caption)."""
+    import datasets
+
+    rows: list[dict] = []
+    for image, caption in iter_image_examples(split, seed=seed, epochs=copies):
+        rows.append({"image": image, "video": None, "text": caption, "question": None, "answer": None})
+    for image, caption in iter_image_examples(split, seed=seed + 1, epochs=copies):
+        rows.append({"image": image, "video": None, "text": None, "question": CAPTION_QUESTION, "answer": caption})
+    for frames, caption in iter_video_examples(split, seed=seed, epochs=copies):
+        rows.append({"image": None, "video": frames, "text": caption, "question": None, "answer": None})
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    features = datasets.Features(image=datasets.Image(), video=datasets.Sequence(datasets.Image()),
+                                 text=datasets.Value("string"), question=datasets.Value("string"),
+                                 answer=datasets.Value("string"))  # fmt: skip
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def train_tiny_lm(
+    base: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    copies: int = 8,
+    num_epochs: float = 6.0,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    **overrides: Any,
+):
+    """Stage 2b: train the base pipeline's LM from scratch on :func:`lm_training_examples`; the trained pipeline
+    folder (with a model card) lands in ``output_dir``. Resumes the newest checkpoint there. Returns the
+    :class:`~emu3_hf.training.TrainResult`."""
+    from ..training import TrainConfig, find_checkpoints, train
+
+    output_dir = Path(output_dir)
+    resume = "latest" if output_dir.is_dir() and find_checkpoints(output_dir) else None
+    settings = dict(
+        model=str(base), data=lm_training_examples(copies, seed), output_dir=str(output_dir), lora=False,
+        loss_on="auto", null_prompt_prob=0.1, learning_rate=learning_rate, weight_decay=0.01,
+        warmup_steps=100, num_epochs=num_epochs, per_device_batch_size=batch_size, save_steps=200,
+        resume_from_checkpoint=resume, report_to="none", seed=seed,
+    )  # fmt: skip
+    settings.update(overrides)
+    return train(TrainConfig(**settings))
+
+
+__all__ = [
+    "BPE_VOCAB_SIZE",
+    "CAPTION_QUESTION",
+    "TINY_LM_SIZES",
+    "VQ_STEPS",
+    "build_base_pipeline",
+    "build_tiny_tokenizer",
+    "caption_corpus",
+    "lm_training_examples",
+    "tiny_lm_config",
+    "train_tiny_lm",
+    "train_tiny_vq",
+    "vq_reconstruction_report",
+    "vq_training_specs",
+]

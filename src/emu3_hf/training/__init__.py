@@ -14,7 +14,15 @@ Example:
 from .checkpoint import find_checkpoints, load_checkpoint, save_checkpoint
 from .config import DEFAULT_LORA_TARGETS, TrainConfig
 from .data import load_examples, tokenize_dataset
-from .sequences import IGNORE_INDEX, Emu3DataCollator, LengthGroupedBatches, example_ids, labels_for, null_prompt_dropped
+from .sequences import (
+    IGNORE_INDEX,
+    Emu3DataCollator,
+    LengthGroupedBatches,
+    example_ids,
+    example_loss_on,
+    labels_for,
+    null_prompt_dropped,
+)
 from .trainer import SequenceData, TrainResult, prepare_model, train
 from .vq import VQForward, VQTrainConfig, VQTrainResult, tiny_world_vq_config, train_vq, vq_forward
 
@@ -30,6 +38,7 @@ __all__ = [
     "VQTrainConfig",
     "VQTrainResult",
     "example_ids",
+    "example_loss_on",
     "find_checkpoints",
     "labels_for",
     "load_checkpoint",

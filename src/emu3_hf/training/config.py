@@ -27,7 +27,8 @@ class TrainConfig:
             folder, or a ``datasets.Dataset`` (see :mod:`emu3_hf.training.data`).
         eval_data: a held-out set in the same forms; or ``eval_fraction`` of ``data`` held out (seeded).
         cache_dir: where the VQ codes are cached (default ``<output_dir>/vq-cache``).
-        loss_on: "vision" (visual tokens only, BAAI's T2I SFT), "text" (answers, for understanding) or "all".
+        loss_on: "vision" (visual tokens only, BAAI's T2I SFT), "text" (answers, for understanding), "all", or
+            "auto" (per example: answers of understanding examples, visual tokens of generation examples).
         null_prompt_prob: share of generation examples trained with an empty prompt (CFG's unconditional branch).
 
     Method:
@@ -59,7 +60,7 @@ class TrainConfig:
     eval_data: Any = None
     eval_fraction: float = 0.0
     cache_dir: str | None = None
-    loss_on: Literal["vision", "text", "all"] = "vision"
+    loss_on: Literal["vision", "text", "all", "auto"] = "vision"
     null_prompt_prob: float = 0.05
     lora: bool = True
     lora_rank: int = 16

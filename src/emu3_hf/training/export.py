@@ -36,12 +36,16 @@ def _base_repo(trainer: Any) -> str | None:
     return None if os.path.exists(model) or trainer.config.vq is not None else str(model)
 
 
+_LOSS_WORDS = {"vision": "visual tokens", "text": "answer tokens", "all": "every token",
+               "auto": "answer tokens of understanding examples and visual tokens of generation examples"}  # fmt: skip
+
+
 def _description(trainer: Any, losses: list[float], eval_losses: dict) -> str:
     config = trainer.config
     method = f"LoRA (rank {config.lora_rank}, alpha {config.lora_alpha})" if config.lora else "full fine-tuning"
     parts = [f"Trained with `emu3 train` (emu3-hf): {method}, {len(losses)} optimizer steps of "
              f"{trainer.micro * config.gradient_accumulation_steps} examples, learning rate {config.learning_rate}, "
-             f"loss on {config.loss_on} tokens."]  # fmt: skip
+             f"loss on {_LOSS_WORDS[config.loss_on]}."]  # fmt: skip
     if losses:
         parts.append(f"Training loss {losses[0]:.4f} at the first step, {losses[-1]:.4f} at the last.")
     if eval_losses:

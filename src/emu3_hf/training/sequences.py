@@ -9,7 +9,9 @@ Every sequence is laid out by the processor (the layouts the pipelines prompt wi
   ``[EOS]``.
 
 Loss (``loss_on``): ``"vision"`` = visual tokens only (BAAI's T2I SFT: its labels keep ids in the codebook range and
-nothing else), ``"text"`` = the answer and its EOS (understanding), ``"all"`` = every real token after the first.
+nothing else), ``"text"`` = the answer and its EOS (understanding), ``"all"`` = every real token after the first,
+``"auto"`` = per example: the answer of an understanding example, the visual tokens of a generation example (a
+mixture of both tasks, as the embedded model trains on).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any, Iterator, Literal, Sequence
 
 import torch
 
-LossOn = Literal["vision", "text", "all"]
+LossOn = Literal["vision", "text", "all", "auto"]
 IGNORE_INDEX = -100  # what transformers' causal-LM loss skips
-LOSS_CHOICES = ("vision", "text", "all")
+LOSS_CHOICES = ("vision", "text", "all", "auto")
 
 
 def null_prompt_dropped(seed: int, epoch: int, index: int, probability: float) -> bool:
@@ -58,10 +60,19 @@ def example_ids(processor: Any, example: dict, *, drop_prompt: bool = False) -> 
     return [*prompt, special.eoi], start
 
 
+def example_loss_on(loss_on: LossOn, example: dict) -> LossOn:
+    """The loss of one example: ``loss_on`` itself, or for ``"auto"`` "text" (understanding: it has an answer) or
+    "vision" (generation)."""
+    if loss_on != "auto":
+        return loss_on
+    return "text" if example.get("answer") is not None else "vision"
+
+
 def labels_for(ids: list[int], answer_start: int, special: Any, loss_on: LossOn) -> list[int]:
-    """Labels aligned with ``ids`` (transformers shifts them): the id where the loss counts, else -100."""
-    if loss_on not in LOSS_CHOICES:
-        raise ValueError(f"loss_on must be one of {LOSS_CHOICES}, got {loss_on!r}.")
+    """Labels aligned with ``ids`` (transformers shifts them): the id where the loss counts, else -100.
+    ``loss_on`` is resolved per example first (:func:`example_loss_on`): "auto" is not accepted here."""
+    if loss_on not in LOSS_CHOICES or loss_on == "auto":
+        raise ValueError(f"loss_on must be one of {LOSS_CHOICES[:3]} here (resolve 'auto' per example), got {loss_on!r}.")
     tensor = torch.tensor(ids)
     if loss_on == "vision":
         keep = special.is_visual(tensor)
@@ -167,6 +178,7 @@ __all__ = [
     "LengthGroupedBatches",
     "LossOn",
     "example_ids",
+    "example_loss_on",
     "labels_for",
     "null_prompt_dropped",
 ]

@@ -35,7 +35,14 @@ from ..modeling.transformers_compat import enable_activation_checkpointing
 from .checkpoint import find_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
 from .config import TrainConfig
 from .data import tokenize_dataset
-from .sequences import Emu3DataCollator, LengthGroupedBatches, example_ids, labels_for, null_prompt_dropped
+from .sequences import (
+    Emu3DataCollator,
+    LengthGroupedBatches,
+    example_ids,
+    example_loss_on,
+    labels_for,
+    null_prompt_dropped,
+)
 
 
 @dataclass
@@ -68,7 +75,8 @@ class SequenceData:
             self.config.seed, epoch, index, self.config.null_prompt_prob
         )
         ids, start = example_ids(self.processor, row, drop_prompt=drop)
-        return {"input_ids": ids, "labels": labels_for(ids, start, self.processor.special, self.config.loss_on)}
+        loss_on = example_loss_on(self.config.loss_on, row)
+        return {"input_ids": ids, "labels": labels_for(ids, start, self.processor.special, loss_on)}
 
 
 def _load_pipeline(config: TrainConfig):

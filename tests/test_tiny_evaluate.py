@@ -1,0 +1,66 @@
+"""The tiny-world evaluation reads generated outputs with the reference analyzer: perfect and wrong stand-ins."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from emu3_hf.tiny_world import make_splits, render_image, render_video
+from emu3_hf.tiny_world.evaluate import score_captions, score_text_to_image, score_videos
+
+SPLITS = make_splits()
+BY_CAPTION = {spec.caption(): spec for table in (SPLITS.images, SPLITS.videos) for specs in table.values()
+              for spec in specs}  # fmt: skip
+
+
+class _Painter:
+    """Draws exactly what each caption says (``exact``), or the same wrong picture for every caption."""
+
+    def __init__(self, exact: bool):
+        self.exact, self.calls = exact, []
+
+    def __call__(self, prompts, height, width, generator, output_type, num_frames=None, **sampling):
+        assert (height, width, output_type) == (64, 64, "np") and generator is not None
+        self.calls.append(sampling)
+        specs = [BY_CAPTION[p] if self.exact else SPLITS.images["test"][0] for p in prompts]
+        if num_frames is None:
+            return SimpleNamespace(images=np.stack([render_image(s) for s in specs]) / 255.0)
+        fixed = SPLITS.videos["test"][0]
+        clips = [render_video(s if self.exact else fixed) for s in (BY_CAPTION[p] for p in prompts)]
+        return SimpleNamespace(frames=np.stack(clips) / 255.0)
+
+
+class _Reader:
+    def __init__(self, exact: bool):
+        self.exact = exact
+
+    def __call__(self, questions, images, max_new_tokens):
+        answers = []
+        for image in images:
+            matches = [c for c, s in BY_CAPTION.items() if c.endswith("background") and " moving " not in c
+                       and np.array_equal(render_image(s), np.asarray(image))]  # fmt: skip
+            answers.append(matches[0] if self.exact and matches else "a small red circle")
+        return SimpleNamespace(text=answers)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_generated_images_and_clips_are_scored_against_their_captions(exact):
+    specs = list(SPLITS.images["test"][:12])
+    painter = _Painter(exact)
+    images = score_text_to_image(painter, specs, seed=0, batch_size=5, guidance_scale=2.0)
+    assert images["count"] == 12 and len(painter.calls) == 3 and painter.calls[0] == {"guidance_scale": 2.0}
+    clips = score_videos(painter, list(SPLITS.videos["test"][:6]), seed=0, batch_size=4)
+    if exact:
+        assert images["all"] == 1.0 and clips["all"] == 1.0
+    else:  # one fixed picture matches at most the specs that equal it
+        same = sum(spec == SPLITS.images["test"][0] for spec in specs)
+        assert images["all"] == same / 12 and clips["all"] < 1.0
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_captions_must_match_exactly(exact):
+    specs = list(SPLITS.images["test"][:6])
+    report = score_captions(_Reader(exact), specs, seed=0, batch_size=4)
+    assert report["count"] == 6 and report["exact"] == (1.0 if exact else 0.0)
