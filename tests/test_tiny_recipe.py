@@ -104,3 +104,23 @@ def render_like():
     from emu3_hf.tiny_world import render_image
 
     return Image.fromarray(render_image(make_splits().images["test"][0]))
+
+
+def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path, capsys):
+    from emu3_cli import main
+
+    out = tmp_path / "run"
+    args = ["tiny-world", "train", "-o", str(out), "--vq-steps", "3", "--copies", "1", "--lm-max-steps", "3",
+            "--lm-batch-size", "8", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert (out / "vq" / "config.json").is_file() and (out / "pipeline" / "model_index.json").is_file()
+    assert "LM: 3 steps" in capsys.readouterr().out
+    report = tmp_path / "report.json"
+    assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--images", "3", "--heldout", "0",
+                 "--captions", "2", "--videos", "1", "-o", str(report)]) == 0  # fmt: skip
+    saved = json.loads(report.read_text())
+    assert saved["text_to_image"]["count"] == 3 and saved["captions"]["count"] == 2 and saved["video"]["count"] == 1
+    assert "heldout" not in saved and saved["seconds_per_image"] > 0
+    assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--copies", "0"]) == 2
+    assert "--copies must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

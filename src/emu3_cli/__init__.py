@@ -9,6 +9,7 @@ Example:
     emu3 continue clip.gif -o more.gif
     emu3 convert --lm Emu3-Gen --vq Emu3-VisionTokenizer --to pipeline -o emu3-gen-pipeline --validate
     emu3 merge-lora emu3-gen-pipeline my-lora emu3-gen-merged
+    emu3 tiny-world train -o tiny-run && emu3 tiny-world eval --model tiny-run/pipeline
     ```
 """
 
@@ -95,7 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_options(cont)
     _add_conversion_commands(commands)
     _add_train_command(commands)
+    _add_tiny_world_commands(commands)
     return parser
+
+
+def _add_tiny_world_commands(commands) -> None:
+    world = commands.add_parser("tiny-world", help="train or evaluate the embedded tiny-world model (TINY_WORLD.md)")
+    steps = world.add_subparsers(dest="tiny_world_command", required=True)
+    train = steps.add_parser("train", help="the whole recipe: VQ, tokenizer + base pipeline, LM (resumable)")
+    train.add_argument("--output", "-o", required=True, type=Path,
+                       help="run folder: vq/ (stage 1), base/, then the trained pipeline in pipeline/")  # fmt: skip
+    train.add_argument("--vq-steps", type=int, default=2000, help="VQ optimizer steps (TINY_WORLD.md: ~2000)")
+    train.add_argument("--copies", type=int, default=8, help="jittered renders of each train spec per task")
+    train.add_argument("--lm-epochs", type=float, default=6.0, help="passes over the LM's training mixture")
+    train.add_argument("--lm-batch-size", type=int, default=32)
+    train.add_argument("--lm-max-steps", type=int, default=None, help="stop the LM after this many steps")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--quiet", dest="show_progress", action="store_false", help="no progress bars")
+    evaluate = steps.add_parser("eval", help="score a pipeline with the reference analyzer (text-to-image, "
+                                "held-out pairs, captions, video motion, speed)")  # fmt: skip
+    evaluate.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
+    evaluate.add_argument("--images", type=int, default=208, help="text-to-image prompts (0 skips)")
+    evaluate.add_argument("--heldout", type=int, default=240, help="prompts with held-out pairs (0 skips)")
+    evaluate.add_argument("--captions", type=int, default=208, help="images to caption (0 skips)")
+    evaluate.add_argument("--videos", type=int, default=200, help="text-to-video prompts (0 skips)")
+    evaluate.add_argument("--guidance-scale", type=float, default=None)
+    evaluate.add_argument("--top-k", type=int, default=None)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--output", "-o", type=Path, default=None, help="also write the report here (JSON)")
 
 
 _CONVERT_HELP = """\

@@ -1,0 +1,61 @@
+"""The work behind ``emu3 tiny-world train`` and ``emu3 tiny-world eval`` (parsers in :mod:`emu3_cli`): the recipe
+of :mod:`emu3_hf.tiny_world.recipe` stage by stage, and :func:`emu3_hf.tiny_world.evaluate.evaluate_pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .tiny_world.recipe import build_base_pipeline, train_tiny_lm, train_tiny_vq
+
+    for name in ("vq_steps", "copies", "lm_batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    if args.lm_epochs <= 0:
+        raise ValueError(f"--lm-epochs must be > 0, got {args.lm_epochs}.")
+    out = Path(args.output)
+    vq = out / "vq"
+    if not (vq / "config.json").is_file():  # stage 1 (resumes its newest checkpoint)
+        train_tiny_vq(vq, max_steps=args.vq_steps, seed=args.seed, show_progress=args.show_progress,
+                      warmup_steps=min(20, args.vq_steps))  # fmt: skip
+    print(f"VQ: {vq}")
+    base = out / "base"
+    if not (base / "model_index.json").is_file():
+        build_base_pipeline(vq, base, seed=args.seed)
+    options = dict(copies=args.copies, num_epochs=args.lm_epochs, batch_size=args.lm_batch_size, seed=args.seed,
+                   show_progress=args.show_progress)  # fmt: skip
+    if args.lm_max_steps is not None:
+        options.update(max_steps=args.lm_max_steps, warmup_steps=min(100, args.lm_max_steps))
+    result = train_tiny_lm(base, out / "pipeline", **options)
+    print(f"LM: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; pipeline in "
+          f"{result.output_dir}")  # fmt: skip
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .cli import DEFAULT_MODEL
+    from .tiny_world.evaluate import evaluate_pipeline
+
+    sampling = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("top_k", args.top_k)) if v is not None}
+    report = evaluate_pipeline(args.model or DEFAULT_MODEL, images=args.images, heldout=args.heldout,
+                               captions=args.captions, videos=args.videos, seed=args.seed, **sampling)  # fmt: skip
+    text = json.dumps(report, indent=2, default=str)
+    if args.output is not None:
+        from .utils.atomic import atomic_file
+
+        with atomic_file(args.output) as tmp:
+            Path(tmp).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _tiny_world(args: argparse.Namespace) -> int:
+    return {"train": _train, "eval": _evaluate}[args.tiny_world_command](args)
+
+
+COMMANDS = {"tiny-world": _tiny_world}
+
+__all__ = ["COMMANDS"]
