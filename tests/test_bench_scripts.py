@@ -46,3 +46,34 @@ def test_tiny_smoke_run_writes_a_record(bench_gpu, tmp_path, capsys):
     assert record["vq_decode"]["pixels"] == [64, 64]
     assert "| (e) engine, compiled + speculative Jacobi decoding |" in capsys.readouterr().out
 
+
+
+def test_rows_are_the_first_rows_of_the_whole_image(bench_gpu):
+    """A method timed on N rows runs the whole image's request and stops: its tokens are the full image's first."""
+    config = bench_gpu.lm_config(tiny=True)
+    lm = bench_gpu.build_lm(config, torch.device("cpu"), torch.float32)
+    ids = bench_gpu.token_ids_from_config(config)
+    pos, neg = bench_gpu.make_prompts(config, 1, 8)
+    with torch.no_grad():
+        whole = bench_gpu.run_engine(lm, ids, pos, neg, 8, 8, compile_decode=False).generated_ids
+        two = bench_gpu.run_engine(lm, ids, pos, neg, 2, 8, compile_decode=False).generated_ids
+    assert two.shape[1] == 2 * 9 and torch.equal(two, whole[:, : two.shape[1]])  # 2 rows of 8 codes + EOL
+
+
+def test_a_failing_method_keeps_the_others_and_the_record_reports_again(bench_gpu, tmp_path, capsys, monkeypatch):
+    real = bench_gpu.run_engine
+
+    def no_graphs(*args, **options):
+        if options.get("compile_decode"):
+            raise RuntimeError("no graphs today")
+        return real(*args, **options)
+
+    monkeypatch.setattr(bench_gpu, "run_engine", no_graphs)
+    out = tmp_path / "partial.json"
+    bench_gpu.main(["--tiny", "--methods", "d", "c", "--batches", "1", "--device", "cpu", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert set(record["results"]) == {"c"} and "no graphs today" in record["errors"]["d/1"]
+    capsys.readouterr()
+    bench_gpu.main(["--report", str(out)])
+    printed = capsys.readouterr().out
+    assert "| (c) emu3-hf engine, eager |" in printed and "FAILED d/1: RuntimeError: no graphs today" in printed
