@@ -141,14 +141,12 @@ def run_recipe(model, ids, pos, neg, rows, width):
                                       token_ids=ids)
 
 
-def time_method(fn, device, row_counts: list[int], warm_up_each: bool) -> dict:
-    """One untimed run of the fewest rows (compiles, fills allocator caches; of every row count when the shapes
-    change with it), then each row count timed once; peak memory of the largest."""
+def time_method(fn, device, row_counts: list[int]) -> dict:
+    """One untimed run of the fewest rows (compiles, fills allocator caches: every row count has the whole image's
+    shapes), then each row count timed once; peak memory of the largest."""
     out = {}
     fn(min(row_counts))
     for rows in row_counts:
-        if warm_up_each and rows != min(row_counts):
-            fn(rows)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         synchronize(device)
@@ -254,7 +252,7 @@ def main(argv=None) -> None:
             fn = fn_for_batch(pos, neg)
             try:
                 with torch.no_grad():
-                    record = time_method(fn, device, args.rows, warm_up_each=False)
+                    record = time_method(fn, device, args.rows)
                     if key == "e":
                         record["tokens_per_pass"] = tokens_per_pass(lm, lambda: run_engine(  # eager: hooks fire
                             lm, ids, pos, neg, max(args.rows), args.side, parallel_decoding="jacobi",
@@ -295,11 +293,16 @@ def main(argv=None) -> None:
     report(state, out=args.out)
 
 
+def write_record(path: Path | None, record: dict) -> None:
+    """Write ``record`` as JSON to ``path`` (``--out``; nothing when None), atomically."""
+    if path:
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
 def write_partial(args, state: dict) -> None:
     """Rewrite ``--out`` with what is measured so far (a run cut short keeps it)."""
-    if args.out:
-        with atomic_file(args.out) as tmp:
-            Path(tmp).write_text(json.dumps({**state, "partial": True}, indent=2, default=str) + "\n")
+    write_record(args.out, {**state, "partial": True})
 
 
 def native_model(lm, tiny: bool, device, dtype):
@@ -362,9 +365,7 @@ def report(state: dict, out: Path | None = None, save: bool = True) -> None:
     if not save:
         return
     record = {**state, "seconds_per_image": summary}
-    if out:
-        with atomic_file(out) as tmp:
-            Path(tmp).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_record(out, record)
     print(f"result: {save_result('gpu', record)}")
 
 

@@ -22,7 +22,7 @@ Example:
     ```python
     >>> from emu3_hf.tiny_world.recipe import train_tiny_vq, vq_reconstruction_report
     >>> vq_dir = train_tiny_vq("runs/tiny-vq", max_steps=2000)          # hours on 2 CPU cores, minutes on a GPU
-    >>> vq_reconstruction_report(vq_dir, "validation")["all_five"]      # share of images read back exactly
+    >>> vq_reconstruction_report(vq_dir, "validation")["all"]           # share of images read back exactly
     ```
 """
 
@@ -53,6 +53,13 @@ def vq_training_specs() -> tuple[tuple, tuple]:
     return (splits.images["train"] + splits.images["lora"], splits.videos["train"] + splits.videos["lora"])
 
 
+def _resume_point(output_dir: Path) -> str | None:
+    """"latest" when ``output_dir`` holds a checkpoint of an earlier run (both stages resume that way), else None."""
+    from ..training.checkpoint import find_checkpoints
+
+    return "latest" if output_dir.is_dir() and find_checkpoints(output_dir) else None
+
+
 def train_tiny_vq(
     output_dir: str | os.PathLike,
     *,
@@ -68,10 +75,9 @@ def train_tiny_vq(
     """Stage 1: train the tiny world's VQ into ``output_dir`` (checkpoints there; resumes the newest one when
     ``resume`` and one exists); returns the trained VQ folder. ``overrides`` go to :class:`VQTrainConfig`."""
     from ..training import VQTrainConfig, tiny_world_vq_config, train_vq
-    from ..training.checkpoint import find_checkpoints
 
     output_dir = Path(output_dir)
-    resume_from = "latest" if resume and output_dir.is_dir() and find_checkpoints(output_dir) else None
+    resume_from = _resume_point(output_dir) if resume else None
     config = VQTrainConfig(
         model=tiny_world_vq_config(), output_dir=output_dir, max_steps=max_steps, image_batch_size=image_batch_size,
         video_batch_size=video_batch_size, save_steps=save_steps, resume_from_checkpoint=resume_from, seed=seed,
@@ -203,10 +209,10 @@ def train_tiny_lm(
     """Stage 2b: train the base pipeline's LM from scratch on :func:`lm_training_examples`; the trained pipeline
     folder (with a model card) lands in ``output_dir``. Resumes the newest checkpoint there. Returns the
     :class:`~emu3_hf.training.TrainResult`."""
-    from ..training import TrainConfig, find_checkpoints, train
+    from ..training import TrainConfig, train
 
     output_dir = Path(output_dir)
-    resume = "latest" if output_dir.is_dir() and find_checkpoints(output_dir) else None
+    resume = _resume_point(output_dir)
     settings = dict(
         model=str(base), data=lm_training_examples(copies, seed), output_dir=str(output_dir), lora=False,
         loss_on="auto", null_prompt_prob=0.1, learning_rate=learning_rate, weight_decay=0.01,
