@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emu3_hf.tiny_world import make_splits, render_image, render_video
-from emu3_hf.tiny_world.evaluate import score_captions, score_text_to_image, score_videos
+from emu3_hf.tiny_world.evaluate import evaluate_lora, score_captions, score_text_to_image, score_videos
 
 SPLITS = make_splits()
 BY_CAPTION = {spec.caption(): spec for table in (SPLITS.images, SPLITS.videos) for specs in table.values()
@@ -64,3 +64,40 @@ def test_captions_must_match_exactly(exact):
     specs = list(SPLITS.images["test"][:6])
     report = score_captions(_Reader(exact), specs, seed=0, batch_size=4)
     assert report["count"] == 6 and report["exact"] == (1.0 if exact else 0.0)
+
+
+class _LoraPainter(_Painter):
+    """Draws what each caption says, except pink shapes, which it draws red unless an adapter is loaded."""
+
+    def __init__(self):
+        super().__init__(exact=True)
+        self.adapters = []
+
+    def to(self, device):
+        return self
+
+    def set_progress_bar_config(self, **kwargs):
+        pass
+
+    def load_lora_weights(self, path, adapter_name):
+        self.adapters.append(adapter_name)
+
+    def unload_lora_weights(self):
+        self.adapters.clear()
+
+    def __call__(self, prompts, **kwargs):
+        out = super().__call__(prompts, **kwargs)
+        if not self.adapters:
+            for i, prompt in enumerate(prompts):
+                if " pink " in prompt:
+                    out.images[i] = render_image(BY_CAPTION[prompt.replace(" pink ", " red ")]) / 255.0
+        return out
+
+
+def test_the_lora_report_scores_pink_before_and_after_and_the_other_colours_with_the_adapter():
+    painter = _LoraPainter()
+    report = evaluate_lora(painter, "some/adapter", pink=20, others=10, batch_size=8, device="cpu")
+    assert report["pink_before"]["count"] == 20 and report["pink_before"]["color"] == 0.0
+    assert report["pink_before"]["shape"] == 1.0  # only the colour was wrong
+    assert report["pink_after"]["all"] == 1.0 and report["others_after"] == {**report["others_after"], "all": 1.0}
+    assert report["others_after"]["count"] == 10 and painter.adapters == []  # unloaded afterwards

@@ -24,19 +24,28 @@ def test_the_vq_sees_train_and_pink_and_nothing_held_out():
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
-    """A run cut after its step-2 checkpoint and started again finishes with the uninterrupted run's weights."""
+    """Both phases (images, then images + clips from phase 1's VQ): a run cut after phase 2's step-2 checkpoint and
+    started again finishes with the uninterrupted run's weights, without running phase 1 again."""
     import shutil
 
-    args = dict(max_steps=3, save_steps=1, warmup_steps=1, image_batch_size=2, video_batch_size=1,
+    args = dict(image_steps=2, clip_steps=3, save_steps=1, image_batch_size=2, video_batch_size=1,
                 show_progress=False)  # fmt: skip
     whole = Emu3VisionVQModel.from_pretrained(train_tiny_vq(tmp_path / "whole", **args))
     assert whole.config.codebook_size == 1024
+    phases = [json.loads((tmp_path / "whole" / sub / "training_config.json").read_text()) for sub in ("images", ".")]
+    assert [len(p["history"]) for p in phases] == [2, 3]
+    assert [p["config"]["video_batch_size"] for p in phases] == [0, 1]
+    assert phases[1]["config"]["model"] == str(tmp_path / "whole" / "images")
+    shutil.copytree(tmp_path / "whole" / "images", tmp_path / "cut" / "images")
     shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "cut" / "checkpoint-2")
     resumed = Emu3VisionVQModel.from_pretrained(train_tiny_vq(tmp_path / "cut", **args))
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     settings = [json.loads((tmp_path / run / "training_config.json").read_text())["config"] for run in ("whole", "cut")]
     assert [s["resume_from_checkpoint"] for s in settings] == [None, "latest"]
+    with pytest.raises(ValueError, match="image_steps must be >= 1"):
+        train_tiny_vq(tmp_path / "bad", image_steps=0)
+    assert not (tmp_path / "bad").exists()
 
 
 class _Codec(torch.nn.Module):
@@ -52,6 +61,16 @@ class _Codec(torch.nn.Module):
 
     def decode(self, codes):
         return codes if self.exact else torch.zeros_like(codes)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_the_reconstruction_report_reads_clips_back_with_the_analyzer(exact):
+    report = vq_reconstruction_report(_Codec(exact), "validation", batch_size=8, kind="video")
+    assert set(report) == {"shape", "color", "background", "direction", "all", "count"}
+    assert report.pop("count") == len(make_splits().videos["validation"])
+    assert all(value == (1.0 if exact else 0.0) for key, value in report.items() if key != "background")
+    with pytest.raises(ValueError, match="kind must be 'image' or 'video'"):
+        vq_reconstruction_report(_Codec(exact), kind="audio")
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -71,7 +90,8 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     """The base pipeline's ids agree between tokenizer and LM config, 64x64 images are 8x8 codes, and a few steps of
     the mixture (text-to-image, image-to-text, text-to-video) lower the loss of the fresh LM."""
     from emu3_hf import Emu3Pipeline
-    from emu3_hf.tiny_world.recipe import CAPTION_QUESTION, build_base_pipeline, lm_training_examples, train_tiny_lm
+    from emu3_hf.tiny_world.recipe import (CAPTION_QUESTION, build_base_pipeline, lm_training_examples,
+                                          train_pink_lora, train_tiny_lm)
     from emu3_hf.training import tiny_world_vq_config
 
     torch.manual_seed(0)
@@ -97,6 +117,19 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     assert result.losses[-1] < result.losses[0]
     assert Emu3Pipeline.from_pretrained(tmp_path / "lm").model.config.num_hidden_layers == 6
 
+    # stage 3: a LoRA adapter from pink text-to-image examples only, loadable by the pipeline
+    pink = lm_training_examples(copies=1, split="lora", tasks=("text_to_image",)).with_format(None)
+    assert len(pink) == len(splits.images["lora"]) and all(f" {LORA_COLOR} " in text for text in pink["text"])
+    assert all(question is None for question in pink["question"])
+    with pytest.raises(ValueError, match="tasks must be a non-empty subset"):
+        lm_training_examples(copies=1, tasks=("captions",))
+    lora = train_pink_lora(tmp_path / "lm", tmp_path / "pink", copies=1, max_steps=2, warmup_steps=1, batch_size=4,
+                           show_progress=False)  # fmt: skip
+    assert lora.global_step == 2 and (tmp_path / "pink" / "adapter_model.safetensors").is_file()
+    pipe = Emu3Pipeline.from_pretrained(tmp_path / "lm")
+    pipe.load_lora_weights(tmp_path / "pink", adapter_name="pink")
+    assert pipe.get_active_adapters() == ["pink"]
+
 
 def render_like():
     from PIL import Image
@@ -110,17 +143,25 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     from emu3_cli import main
 
     out = tmp_path / "run"
-    args = ["tiny-world", "train", "-o", str(out), "--vq-steps", "3", "--copies", "1", "--lm-max-steps", "3",
-            "--lm-batch-size", "8", "--quiet"]  # fmt: skip
+    args = ["tiny-world", "train", "-o", str(out), "--vq-image-steps", "2", "--vq-clip-steps", "1", "--copies", "1",
+            "--lm-max-steps", "3", "--lm-batch-size", "8", "--lora-max-steps", "2", "--quiet"]  # fmt: skip
     assert main(args) == 0
     assert (out / "vq" / "config.json").is_file() and (out / "pipeline" / "model_index.json").is_file()
-    assert "LM: 3 steps" in capsys.readouterr().out
+    assert (out / "pink-lora" / "adapter_config.json").is_file()
+    printed = capsys.readouterr().out
+    assert "LM: 3 steps" in printed and "LoRA: 2 steps" in printed
     report = tmp_path / "report.json"
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--images", "3", "--heldout", "0",
                  "--captions", "2", "--videos", "1", "-o", str(report)]) == 0  # fmt: skip
     saved = json.loads(report.read_text())
     assert saved["text_to_image"]["count"] == 3 and saved["captions"]["count"] == 2 and saved["video"]["count"] == 1
     assert "heldout" not in saved and saved["seconds_per_image"] > 0
+    assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--lora", str(out / "pink-lora"),
+                 "--images", "2", "-o", str(report)]) == 0  # fmt: skip
+    saved = json.loads(report.read_text())
+    assert [saved[key]["count"] for key in ("pink_before", "pink_after", "others_after")] == [2, 2, 2]
+    assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--lora", str(out / "vq")]) == 2
+    assert "not an adapter folder" in capsys.readouterr().err
     assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--copies", "0"]) == 2
     assert "--copies must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

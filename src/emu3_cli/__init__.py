@@ -103,19 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_tiny_world_commands(commands) -> None:
     world = commands.add_parser("tiny-world", help="train or evaluate the embedded tiny-world model (TINY_WORLD.md)")
     steps = world.add_subparsers(dest="tiny_world_command", required=True)
-    train = steps.add_parser("train", help="the whole recipe: VQ, tokenizer + base pipeline, LM (resumable)")
+    train = steps.add_parser("train", help="the whole recipe: VQ, tokenizer + base pipeline, LM, pink LoRA "
+                             "(each stage resumes)")  # fmt: skip
     train.add_argument("--output", "-o", required=True, type=Path,
-                       help="run folder: vq/ (stage 1), base/, then the trained pipeline in pipeline/")  # fmt: skip
-    train.add_argument("--vq-steps", type=int, default=2000, help="VQ optimizer steps (TINY_WORLD.md: ~2000)")
+                       help="run folder: vq/ (stage 1), base/, the trained pipeline in pipeline/, the LoRA demo's "
+                       "adapter in pink-lora/")  # fmt: skip
+    train.add_argument("--vq-image-steps", type=int, default=10_000, help="VQ phase 1 steps (images only)")
+    train.add_argument("--vq-clip-steps", type=int, default=600, help="VQ phase 2 steps (images + clips; 0 skips)")
     train.add_argument("--copies", type=int, default=8, help="jittered renders of each train spec per task")
     train.add_argument("--lm-epochs", type=float, default=6.0, help="passes over the LM's training mixture")
     train.add_argument("--lm-batch-size", type=int, default=32)
     train.add_argument("--lm-max-steps", type=int, default=None, help="stop the LM after this many steps")
+    train.add_argument("--lora-max-steps", type=int, default=None, help="stop the LoRA after this many steps")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--quiet", dest="show_progress", action="store_false", help="no progress bars")
     evaluate = steps.add_parser("eval", help="score a pipeline with the reference analyzer (text-to-image, "
                                 "held-out pairs, captions, video motion, speed)")  # fmt: skip
     evaluate.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
+    evaluate.add_argument("--lora", default=None, help="score this adapter instead (the LoRA demo): pink prompts "
+                          "without and with it, other colours with it; --images prompts each")  # fmt: skip
     evaluate.add_argument("--images", type=int, default=208, help="text-to-image prompts (0 skips)")
     evaluate.add_argument("--heldout", type=int, default=240, help="prompts with held-out pairs (0 skips)")
     evaluate.add_argument("--captions", type=int, default=208, help="images to caption (0 skips)")

@@ -9,18 +9,23 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .tiny_world.recipe import build_base_pipeline, train_tiny_lm, train_tiny_vq
+    from .tiny_world.recipe import build_base_pipeline, train_pink_lora, train_tiny_lm, train_tiny_vq
 
-    for name in ("vq_steps", "copies", "lm_batch_size"):
+    for name in ("vq_image_steps", "copies", "lm_batch_size"):
         if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
+    if args.vq_clip_steps < 0:
+        raise ValueError(f"--vq-clip-steps must be >= 0, got {args.vq_clip_steps}.")
+    for name in ("lm_max_steps", "lora_max_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
     if args.lm_epochs <= 0:
         raise ValueError(f"--lm-epochs must be > 0, got {args.lm_epochs}.")
     out = Path(args.output)
     vq = out / "vq"
     if not (vq / "config.json").is_file():  # stage 1 (resumes its newest checkpoint)
-        train_tiny_vq(vq, max_steps=args.vq_steps, seed=args.seed, show_progress=args.show_progress,
-                      warmup_steps=min(20, args.vq_steps))  # fmt: skip
+        train_tiny_vq(vq, image_steps=args.vq_image_steps, clip_steps=args.vq_clip_steps, seed=args.seed,
+                      show_progress=args.show_progress)  # fmt: skip
     print(f"VQ: {vq}")
     base = out / "base"
     if not (base / "model_index.json").is_file():
@@ -32,16 +37,28 @@ def _train(args: argparse.Namespace) -> int:
     result = train_tiny_lm(base, out / "pipeline", **options)
     print(f"LM: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; pipeline in "
           f"{result.output_dir}")  # fmt: skip
+    lora = {"show_progress": args.show_progress, "seed": args.seed}
+    if args.lora_max_steps is not None:
+        lora.update(max_steps=args.lora_max_steps, warmup_steps=min(20, args.lora_max_steps))
+    result = train_pink_lora(out / "pipeline", out / "pink-lora", **lora)
+    print(f"LoRA: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; adapter in "
+          f"{result.output_dir}")  # fmt: skip
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .cli import DEFAULT_MODEL
-    from .tiny_world.evaluate import evaluate_pipeline
+    from .tiny_world.evaluate import evaluate_lora, evaluate_pipeline
 
     sampling = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("top_k", args.top_k)) if v is not None}
-    report = evaluate_pipeline(args.model or DEFAULT_MODEL, images=args.images, heldout=args.heldout,
-                               captions=args.captions, videos=args.videos, seed=args.seed, **sampling)  # fmt: skip
+    if args.lora is not None:
+        if not (Path(args.lora) / "adapter_config.json").is_file():
+            raise ValueError(f"--lora {args.lora} is not an adapter folder (no adapter_config.json).")
+        report = evaluate_lora(args.model or DEFAULT_MODEL, args.lora, pink=args.images, others=args.images,
+                               seed=args.seed, **sampling)  # fmt: skip
+    else:
+        report = evaluate_pipeline(args.model or DEFAULT_MODEL, images=args.images, heldout=args.heldout,
+                                   captions=args.captions, videos=args.videos, seed=args.seed, **sampling)  # fmt: skip
     text = json.dumps(report, indent=2, default=str)
     if args.output is not None:
         from .utils.atomic import atomic_file

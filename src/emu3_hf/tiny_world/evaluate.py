@@ -10,6 +10,8 @@ Every number is read off the outputs by the reference analyzer (:mod:`.analyze`)
 - ``video``: clips generated from the video captions of those splits: shape, colour, background, direction;
 - ``seconds_per_image``: one prompt at batch 1, the median of three, after a warm-up.
 
+:func:`evaluate_lora` scores the LoRA demo: pink prompts before and after the adapter, the other colours with it.
+
 Example:
     ```python
     >>> from emu3_hf.tiny_world.evaluate import evaluate_pipeline
@@ -21,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import time
 from typing import Any
@@ -47,7 +50,7 @@ def _batches(items: list, size: int):
 def _load(pipeline: Any, device: str | None):
     from ..pipelines import Emu3Pipeline
 
-    pipe = Emu3Pipeline.from_pretrained(pipeline) if not isinstance(pipeline, Emu3Pipeline) else pipeline
+    pipe = Emu3Pipeline.from_pretrained(pipeline) if isinstance(pipeline, (str, os.PathLike)) else pipeline
     pipe = pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -156,5 +159,38 @@ def evaluate_pipeline(
     return report
 
 
-__all__ = ["EVAL_SPLITS", "evaluate_pipeline", "score_captions", "score_text_to_image", "score_videos",
+def evaluate_lora(
+    pipeline: Any,
+    adapter: str,
+    *,
+    pink: int = 90,
+    others: int = 104,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str | None = None,
+    **sampling: Any,
+) -> dict[str, Any]:
+    """The LoRA demo's report: text-to-image scores on the ``lora`` split's pink prompts without the ``adapter``
+    (``pink_before``) and with it (``pink_after``), and on the ``test`` + ``validation`` prompts with it active
+    (``others_after``: what the adapter costs the colours it never saw). Same seeds before and after."""
+    pipe = _load(pipeline, device)
+    splits = make_splits()
+    pink_specs = _cycled(list(splits.images["lora"]), pink)
+    other_specs = _cycled([spec for name in EVAL_SPLITS for spec in splits.images[name]], others)
+    report: dict[str, Any] = {"settings": {"adapter": str(adapter), "pink": pink, "others": others, "seed": seed,
+                                           **sampling}}  # fmt: skip
+    score = dict(seed=seed, batch_size=batch_size, **sampling)
+    with torch.no_grad():
+        report["pink_before"] = score_text_to_image(pipe, pink_specs, **score)
+        pipe.load_lora_weights(adapter, adapter_name="tiny-world-lora")
+        try:
+            report["pink_after"] = score_text_to_image(pipe, pink_specs, **score)
+            if others:
+                report["others_after"] = score_text_to_image(pipe, other_specs, **score)
+        finally:
+            pipe.unload_lora_weights()
+    return report
+
+
+__all__ = ["EVAL_SPLITS", "evaluate_lora", "evaluate_pipeline", "score_captions", "score_text_to_image", "score_videos",
            "seconds_per_image"]  # fmt: skip
