@@ -118,8 +118,12 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     assert Emu3Pipeline.from_pretrained(tmp_path / "lm").model.config.num_hidden_layers == 6
 
     # stage 3: a LoRA adapter from pink text-to-image examples only, loadable by the pipeline
-    pink = lm_training_examples(copies=1, split="lora", tasks=("text_to_image",)).with_format(None)
-    assert len(pink) == len(splits.images["lora"]) and all(f" {LORA_COLOR} " in text for text in pink["text"])
+    pink = lm_training_examples(copies=2, split="lora", tasks=("text_to_image",)).with_format(None)
+    assert len(pink) == 2 * len(splits.images["lora"]) and all(f" {LORA_COLOR} " in text for text in pink["text"])
+    from emu3_hf.tiny_world import parse_caption, render_image
+
+    drawn = [np.array_equal(np.asarray(row["image"]), render_image(parse_caption(row["text"]))) for row in pink]
+    assert all(drawn)  # the pictures the LM learns to draw are clean renders
     assert all(question is None for question in pink["question"])
     with pytest.raises(ValueError, match="tasks must be a non-empty subset"):
         lm_training_examples(copies=1, tasks=("captions",))
@@ -164,4 +168,26 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert "not an adapter folder" in capsys.readouterr().err
     assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--copies", "0"]) == 2
     assert "--copies must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_compacting_the_codebook_leaves_num_codes_distinct_codes_each_entry_at_its_nearest_centre(tmp_path):
+    from emu3_hf.tiny_world.recipe import compact_codebook
+    from emu3_hf.training import tiny_world_vq_config
+
+    torch.manual_seed(0)
+    vq = Emu3VisionVQModel(tiny_world_vq_config())
+    original = vq.quantize.embedding.weight.detach().clone()
+    compact = Emu3VisionVQModel.from_pretrained(compact_codebook(vq, tmp_path / "c", num_codes=16, iterations=5))
+    assert torch.equal(vq.quantize.embedding.weight, original)  # the given module is left alone
+    book = compact.quantize.embedding.weight.detach()
+    centres = torch.unique(book, dim=0)
+    assert len(centres) == 16
+    nearest = centres[torch.cdist(original, centres).argmin(1)]
+    torch.testing.assert_close(book, nearest, rtol=0, atol=0)
+    codes = compact.encode(torch.rand(2, 3, 64, 64) * 2 - 1).flatten().tolist()
+    lowest = {tuple(book[i].tolist()): i for i in reversed(range(len(book)))}
+    assert all(code == lowest[tuple(book[code].tolist())] for code in codes)  # equal entries: the lowest id wins
+    with pytest.raises(ValueError, match="num_codes must be in"):
+        compact_codebook(vq, tmp_path / "bad", num_codes=0)
     assert not (tmp_path / "bad").exists()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .tiny_world.recipe import build_base_pipeline, train_pink_lora, train_tiny_lm, train_tiny_vq
+    from .tiny_world.recipe import (build_base_pipeline, compact_codebook, train_pink_lora, train_tiny_lm,
+                                    train_tiny_vq)
 
     for name in ("vq_image_steps", "copies", "lm_batch_size"):
         if getattr(args, name) < 1:
@@ -26,10 +27,13 @@ def _train(args: argparse.Namespace) -> int:
     if not (vq / "config.json").is_file():  # stage 1 (resumes its newest checkpoint)
         train_tiny_vq(vq, image_steps=args.vq_image_steps, clip_steps=args.vq_clip_steps, seed=args.seed,
                       show_progress=args.show_progress)  # fmt: skip
-    print(f"VQ: {vq}")
+    compact = out / "vq-compact"
+    if not (compact / "config.json").is_file():  # stage 1b: the codebook merged into VQ_CODES distinct codes
+        compact_codebook(vq, compact, seed=args.seed)
+    print(f"VQ: {compact}")
     base = out / "base"
     if not (base / "model_index.json").is_file():
-        build_base_pipeline(vq, base, seed=args.seed)
+        build_base_pipeline(compact, base, seed=args.seed)
     options = dict(copies=args.copies, num_epochs=args.lm_epochs, batch_size=args.lm_batch_size, seed=args.seed,
                    show_progress=args.show_progress)  # fmt: skip
     if args.lm_max_steps is not None:
