@@ -113,7 +113,7 @@ def test_saved_folder_reloads_identically(trained, images):
 def _resume_config(output_dir: Path, **overrides) -> VQTrainConfig:
     settings = dict(model=small_config(dropout=0.1), output_dir=output_dir, image_batch_size=2, video_batch_size=1,
                     max_steps=4, warmup_steps=1, save_steps=2, dead_code_steps=1, learning_rate=5e-3,
-                    show_progress=False)  # fmt: skip
+                    locality_weight=0.5, show_progress=False)  # fmt: skip
     return VQTrainConfig(**{**settings, **overrides})
 
 
@@ -136,7 +136,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert any(k.endswith("running_mean") for k in got)  # BatchNorm statistics are compared too
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
-    keys = ("loss", "l1", "mse", "vq", "usage", "restarted", "grad_norm")
+    keys = ("loss", "l1", "mse", "vq", "locality", "usage", "restarted", "grad_norm")
+    assert all(h["locality"] > 0 for h in full.history)  # the locality term ran, and its pastes were resumed too
     assert [[h[k] for k in keys] for h in resumed.history] == [[h[k] for k in keys] for h in full.history]
     assert sum(h["restarted"] for h in full.history[2:]) > 0  # the restart draws were resumed too
 
@@ -190,6 +191,9 @@ def test_metadata_folder_and_pretrained_start(tmp_path, trained):
         (dict(usage_window=0), "usage_window must be an integer >= 1"),
         (dict(max_grad_norm=0), "max_grad_norm must be > 0 or None"),
         (dict(save_total_limit=0), "save_total_limit must be an integer >= 1 or None"),
+        (dict(locality_weight=-1.0), "locality_weight must be a finite number >= 0"),
+        (dict(locality_margin=-1), "locality_margin must be an integer >= 0"),
+        (dict(image_batch_size=0, video_batch_size=1, locality_weight=1.0), "locality_weight applies to images"),
         (dict(model=123), "must be an Emu3VisionVQConfig"),
         (dict(device="not-a-device"), "not a torch device"),
     ],
@@ -230,3 +234,29 @@ def test_bad_data_is_refused_clearly(tmp_path, sources, overrides, match):
     with pytest.raises(ValueError, match=match):
         train_vq(config, **sources)
     assert not (tmp_path / "out").exists()
+
+
+def _cells(pixels: torch.Tensor, reach: int) -> torch.Tensor:
+    """A stand-in encoder (B, 3, H, W) -> (B, 1, 3, H/4, W/4): each latent the mean of its 4 x 4 block and of the
+    blocks within ``reach`` cells, so a latent sees exactly ``reach`` cells around its own."""
+    blocks = torch.nn.functional.avg_pool2d(pixels, 4)
+    if reach:
+        blocks = torch.nn.functional.avg_pool2d(blocks, 2 * reach + 1, stride=1, padding=reach, count_include_pad=False)
+    return blocks[:, None]
+
+
+@pytest.mark.parametrize("margin", [0, 1, 2])
+def test_the_locality_term_is_zero_exactly_when_latents_see_no_further_than_the_margin(tmp_path, images, margin):
+    from emu3_hf.training.vq import _VQTrainer
+
+    config = VQTrainConfig(model=small_config(), output_dir=tmp_path / "out", image_batch_size=4, locality_weight=1.0,
+                           locality_margin=margin, show_progress=False)  # fmt: skip
+    trainer = _VQTrainer(config, images, None)
+    pixels = to_pixels(images[:4])
+    for reach in (0, 1, 2):
+        trainer.model.encode_to_latent = lambda x, reach=reach: _cells(x, reach)
+        term = float(trainer._locality(pixels, _cells(pixels, reach)))
+        assert (term == 0.0) == (reach <= margin), (reach, margin, term)
+    whole = lambda x: _cells(x, 0) + x.mean((1, 2, 3))[:, None, None, None, None]  # noqa: E731  sees everything
+    trainer.model.encode_to_latent = whole
+    assert float(trainer._locality(pixels, whole(pixels))) > 0

@@ -10,6 +10,14 @@ Loss (every term a mean, images and clips weighted by their share of decoded pix
 
     l1_weight * |x - x'| + mse_weight * (x - x')^2                       (pixels in [-1, 1])
     + codebook_weight * ||sg[z] - e||^2 + commitment_weight * ||z - sg[e]||^2   (VQ-VAE's codebook + commitment)
+    + locality_weight * ||z(x pasted) - sg[z(x)]||^2 / sg[||z(x)||^2]      (images only, far from the paste)
+
+Locality (off by default): a code should describe its own patch, not the whole picture. GroupNorm statistics and
+attention let every latent vector see the whole image, so one changed corner can change every code, and a language
+model over those codes cannot compose what it has seen into new pictures. With ``locality_weight > 0`` each image
+also gets a pasted copy: a random cell-aligned box (1 to half the latent grid per side) is replaced by the same box
+of another image of the batch; the latent vectors of the copy at cells more than ``locality_margin`` cells away from
+the box are pulled to those of the original (relative squared error, the original detached).
 
 Dead codes: a codebook entry that no latent vector chose during the last ``dead_code_steps`` steps (and that was
 not re-initialised within them) is re-initialised to a latent vector of the current step drawn at random, and its
@@ -96,7 +104,8 @@ class VQTrainConfig:
     image_batch_size, video_batch_size: images and clips per step (0 = none of that kind).
     max_steps: optimizer steps. learning_rate, weight_decay, warmup_steps, max_grad_norm (None = no clipping):
         AdamW with linear warm-up then cosine decay to 0.
-    l1_weight, mse_weight, codebook_weight, commitment_weight: the loss terms (see the module docstring).
+    l1_weight, mse_weight, codebook_weight, commitment_weight, locality_weight: the loss terms (see the module
+        docstring); locality_margin: cells around the pasted box left out of the locality term.
     dead_code_steps: re-initialise codes unused for this many steps (None = never). usage_window: steps over which
         the logged codebook usage is counted.
     save_steps: checkpoint every this many steps (0 = none); save_total_limit: newest checkpoints kept (None =
@@ -117,6 +126,8 @@ class VQTrainConfig:
     mse_weight: float = 1.0
     codebook_weight: float = 1.0
     commitment_weight: float = 0.25
+    locality_weight: float = 0.0
+    locality_margin: int = 1
     dead_code_steps: int | None = 20
     usage_window: int = 50
     save_steps: int = 0
@@ -129,7 +140,7 @@ class VQTrainConfig:
     def check(self) -> None:
         """Raise a ValueError naming any setting that cannot work, and the fix."""
         counts = {"image_batch_size": 0, "video_batch_size": 0, "warmup_steps": 0, "save_steps": 0, "seed": 0,
-                  "max_steps": 1, "usage_window": 1}  # fmt: skip
+                  "max_steps": 1, "usage_window": 1, "locality_margin": 0}  # fmt: skip
         for name, low in counts.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -143,10 +154,13 @@ class VQTrainConfig:
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"VQTrainConfig.warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps}).")
         for name in ("learning_rate", "weight_decay", "l1_weight", "mse_weight", "codebook_weight",
-                     "commitment_weight"):  # fmt: skip
+                     "commitment_weight", "locality_weight"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"VQTrainConfig.{name} must be a finite number >= 0, got {value!r}.")
+        if self.locality_weight and not self.image_batch_size:
+            raise ValueError("VQTrainConfig.locality_weight applies to images, but image_batch_size=0; set "
+                             "image_batch_size > 0 or locality_weight=0.")  # fmt: skip
         if self.learning_rate == 0:
             raise ValueError("VQTrainConfig.learning_rate must be > 0, got 0.")
         if self.l1_weight + self.mse_weight == 0:
@@ -190,7 +204,7 @@ class VQTrainConfig:
 @dataclass
 class VQTrainResult:
     """``output_dir`` (the saved VQ folder), the final ``global_step``, the per-step log ``history`` (one dict per
-    step: loss, l1, mse, vq, usage, batch_usage, restarted, grad_norm, lr, seconds; a resumed run includes the
+    step: loss, l1, mse, vq, locality, usage, batch_usage, restarted, grad_norm, lr, seconds; a resumed run includes the
     steps before the checkpoint) and the trained ``model`` (in eval mode)."""
 
     output_dir: Path
@@ -292,7 +306,7 @@ class _VQTrainer:
         batches = self._batches()
         pixels_total = sum(b.numel() for b in batches)
         latents_total = sum(self._latent_vectors(b) for b in batches)
-        sums = dict.fromkeys(("loss", "l1", "mse", "vq"), 0.0)
+        sums = dict.fromkeys(("loss", "l1", "mse", "vq", "locality"), 0.0)
         pool, chosen = [], []
         for pixels in batches:
             out = vq_forward(self.model, pixels)
@@ -304,9 +318,13 @@ class _VQTrainer:
             latent_share = out.codes.numel() / latents_total
             loss = (pixel_share * (config.l1_weight * l1 + config.mse_weight * mse)
                     + latent_share * (config.codebook_weight * distance + config.commitment_weight * commitment))
+            locality = out.latents.new_zeros(())
+            if config.locality_weight and pixels.ndim == 4:
+                locality = self._locality(pixels, out.latents)
+                loss = loss + latent_share * config.locality_weight * locality
             loss.backward()
             for key, value in (("loss", loss), ("l1", l1 * pixel_share), ("mse", mse * pixel_share),
-                               ("vq", distance * latent_share)):  # fmt: skip
+                               ("vq", distance * latent_share), ("locality", locality * latent_share)):  # fmt: skip
                 sums[key] += float(value.detach())
             pool.append(out.latents.detach().permute(0, 1, 3, 4, 2).reshape(-1, out.latents.shape[2]))
             chosen.append(out.codes.flatten())
@@ -323,6 +341,25 @@ class _VQTrainer:
         return {"step": step, **sums, "usage": float(recent), "batch_usage": used.numel() / self.model.codebook_size,
                 "restarted": restarted, "grad_norm": grad_norm, "lr": lr,
                 "seconds": time.perf_counter() - started}  # fmt: skip
+
+    def _locality(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The locality term (module docstring) for a batch of images (B, 3, H, W) and their latents (B, 1, C, h, w)."""
+        batch, sf, margin = images.shape[0], self.model.spatial_scale_factor, self.config.locality_margin
+        height, width = latents.shape[-2:]
+        pasted, keep = images.clone(), torch.ones(batch, height, width, dtype=torch.bool)
+        draw = lambda low, high: int(torch.randint(low, high + 1, (1,), generator=self.generator))  # noqa: E731
+        for i in range(batch):
+            box_h, box_w = draw(1, max(1, height // 2)), draw(1, max(1, width // 2))
+            top, left = draw(0, height - box_h), draw(0, width - box_w)
+            rows, cols = slice(top * sf, (top + box_h) * sf), slice(left * sf, (left + box_w) * sf)
+            pasted[i, :, rows, cols] = images[(i + 1) % batch, :, rows, cols]
+            keep[i, max(0, top - margin): top + box_h + margin, max(0, left - margin): left + box_w + margin] = False
+        if not keep.any():
+            return latents.new_zeros(())
+        target = latents.detach()[:, 0]  # (B, C, h, w)
+        moved = self.model.encode_to_latent(pasted)[:, 0]
+        error = (moved - target).square().sum(1)[keep.to(latents.device)]
+        return error.mean() / target.square().sum(1).mean().clamp_min(1e-12)
 
     @torch.no_grad()
     def _restart_dead_codes(self, step: int, latents: torch.Tensor) -> int:
