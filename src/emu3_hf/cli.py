@@ -22,11 +22,11 @@ from typing import Sequence
 
 import torch
 
+from .tiny_world import EMU3_TINY
 from .utils.atomic import atomic_file
 
-# BAAI's tiny random-weight test checkpoints as a pipeline folder (scripts/build_random_tiny_pipeline.py), until
-# the project's own trained tiny model replaces them.
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "baai-tiny-random"
+# The embedded model, trained here on the tiny shapes world (`emu3 tiny-world train`; TINY_WORLD.md).
+DEFAULT_MODEL = EMU3_TINY
 
 
 def _load_pipeline(args: argparse.Namespace, pipeline_class):
@@ -54,7 +54,7 @@ def _generator(args: argparse.Namespace) -> torch.Generator | None:
 
 
 def _sampling(args: argparse.Namespace) -> dict:
-    return dict(negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, do_sample=not args.greedy,
+    return dict(negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, do_sample=args.do_sample,
                 top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, generator=_generator(args),
                 parallel_decoding=args.parallel_decoding, compile_decode=args.compile_decode)
 

@@ -29,7 +29,7 @@ def _train(args: argparse.Namespace) -> int:
                       show_progress=args.show_progress)  # fmt: skip
     compact = out / "vq-compact"
     if not (compact / "config.json").is_file():  # stage 1b: the codebook merged into VQ_CODES distinct codes
-        compact_codebook(vq, compact, seed=args.seed)
+        compact_codebook(vq, compact)
     print(f"VQ: {compact}")
     base = out / "base"
     if not (base / "model_index.json").is_file():

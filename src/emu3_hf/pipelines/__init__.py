@@ -8,11 +8,18 @@ Example:
 """
 
 from .outputs import Emu3PipelineOutput
-from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, BAAI_POSITIVE_PROMPT_SUFFIX, OUTPUT_TYPES, Emu3Pipeline
+from .pipeline_emu3 import (
+    BAAI_GUIDANCE_SCALE,
+    BAAI_NEGATIVE_PROMPT,
+    BAAI_POSITIVE_PROMPT_SUFFIX,
+    OUTPUT_TYPES,
+    Emu3Pipeline,
+)
 from .pipeline_emu3_chat import Emu3ChatPipeline, Emu3ChatPipelineOutput
 from .pipeline_emu3_video import Emu3VideoPipeline, Emu3VideoPipelineOutput
 
 __all__ = [
+    "BAAI_GUIDANCE_SCALE",
     "BAAI_NEGATIVE_PROMPT",
     "BAAI_POSITIVE_PROMPT_SUFFIX",
     "OUTPUT_TYPES",

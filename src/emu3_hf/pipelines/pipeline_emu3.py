@@ -45,6 +45,9 @@ from .outputs import Emu3PipelineOutput
 BAAI_POSITIVE_PROMPT_SUFFIX = " masterpiece, film grained, best quality."
 """Quality suffix BAAI's README appends to every image-generation prompt."""
 
+BAAI_GUIDANCE_SCALE = 3.0
+"""BAAI's classifier-free guidance weight for Emu3-Gen, the pipelines' default when the LM recommends none."""
+
 BAAI_NEGATIVE_PROMPT = (
     "lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, "
     "low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry."
@@ -423,6 +426,28 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
                 uint8[row] = image
         return format_uint8_outputs(uint8, output_type)
 
+    def recommended_sampling(self) -> dict[str, Any]:
+        """What a call uses for ``guidance_scale`` and ``do_sample`` when it passes None: BAAI's recipe (guidance
+        :data:`BAAI_GUIDANCE_SCALE`, sampling), unless the LM's ``generation_config.json`` sets ``guidance_scale``
+        (transformers' field for classifier-free guidance, as MusicGen's does): then that file is the model's own
+        recipe, its ``guidance_scale`` and ``do_sample`` both (the embedded tiny model: greedy, no guidance).
+
+        Example:
+            ```python
+            >>> pipe.recommended_sampling()
+            {'guidance_scale': 3.0, 'do_sample': True}
+            ```
+        """
+        config = getattr(self.model, "generation_config", None)
+        if getattr(config, "guidance_scale", None) is None:
+            return {"guidance_scale": BAAI_GUIDANCE_SCALE, "do_sample": True}
+        return {"guidance_scale": float(config.guidance_scale), "do_sample": bool(config.do_sample)}
+
+    def _sampling(self, guidance_scale: float | None, do_sample: bool | None) -> tuple[float, bool]:
+        recommended = self.recommended_sampling()
+        return (recommended["guidance_scale"] if guidance_scale is None else guidance_scale,
+                recommended["do_sample"] if do_sample is None else do_sample)  # fmt: skip
+
     # ------------------------------------------------------------------------------------------------ call
     @torch.no_grad()
     def __call__(
@@ -433,10 +458,10 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         width: int | None = None,
         ratio: str | Sequence[str] = "1:1",
         image_area: int | None = None,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        do_sample: bool = True,
+        do_sample: bool | None = None,
         top_k: int | None = 2048,
         top_p: float = 1.0,
         temperature: float = 1.0,
@@ -461,12 +486,13 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
             height, width: image size in pixels, multiples of the VQ's spatial factor; when left out, ``ratio``
                 (``"w:h"``, one or one per prompt) and ``image_area`` (pixels; default the LM config's) set the
                 size with BAAI's rule.
-            guidance_scale: classifier-free guidance weight (BAAI: 3.0); 1.0 disables it.
+            guidance_scale: classifier-free guidance weight; 1.0 disables it. Default: see
+                :meth:`recommended_sampling` (BAAI's 3.0 unless the LM recommends its own).
             num_images_per_prompt: images generated for each prompt.
             generator: a ``torch.Generator`` (on the CPU or the model's device) for reproducible sampling, or a list
                 of one per image: then image ``i`` equals its prompt generated alone with generator ``i``.
             do_sample, top_k, top_p, temperature: token sampling (BAAI: sampling with top-k 2048); greedy when
-                ``do_sample=False``.
+                ``do_sample=False``. ``do_sample`` defaults as :meth:`recommended_sampling` says (BAAI: True).
             output_type: "pil", "np" (float (B, H, W, 3) in [0, 1]), "pt" (float (B, 3, H, W) in [0, 1]), or
                 "latent" / "tokens" (the code grids, no VQ decode).
             return_dict: return an :class:`Emu3PipelineOutput` (else the tuple ``(images,)``).
@@ -494,6 +520,7 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
             ```
         """
         # 1. Check inputs
+        guidance_scale, do_sample = self._sampling(guidance_scale, do_sample)
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_images_per_prompt,
@@ -536,4 +563,4 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         return Emu3PipelineOutput(images=images, codes=codes, image_sizes=result.image_sizes.cpu())
 
 
-__all__ = ["BAAI_NEGATIVE_PROMPT", "BAAI_POSITIVE_PROMPT_SUFFIX", "Emu3Pipeline", "OUTPUT_TYPES"]
+__all__ = ["BAAI_GUIDANCE_SCALE", "BAAI_NEGATIVE_PROMPT", "BAAI_POSITIVE_PROMPT_SUFFIX", "Emu3Pipeline", "OUTPUT_TYPES"]

@@ -77,10 +77,10 @@ class Emu3VideoPipeline(Emu3Pipeline):
         width: int | None = None,
         ratio: str | Sequence[str] = "1:1",
         image_area: int | None = None,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         num_videos_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        do_sample: bool = True,
+        do_sample: bool | None = None,
         top_k: int | None = 2048,
         top_p: float = 1.0,
         temperature: float = 1.0,
@@ -108,6 +108,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
             :class:`Emu3VideoPipelineOutput` with ``frames``, ``codes`` and ``num_context_frames``.
         """
         # 1. Check inputs
+        guidance_scale, do_sample = self._sampling(guidance_scale, do_sample)
         tf = self.vq_model.temporal_downsample_factor
         num_frames = 2 * tf if num_frames is None else num_frames
         if not isinstance(num_frames, int) or num_frames < tf or num_frames % tf:

@@ -4,6 +4,7 @@
 - :mod:`.render`: specs to hard-edged 64x64 pixels (images and 8-frame clips), optional training jitter.
 - :mod:`.analyze`: the reference pixel analyzer and the scoring helpers of the evaluation.
 - :mod:`.splits`: deterministic train/validation/test/heldout/lora splits and the example streams.
+- :mod:`.recipe` / :mod:`.evaluate`: how the embedded model (:data:`EMU3_TINY`) is trained and scored.
 
 Pure numpy + Pillow: importing it needs no torch beyond what ``import emu3_hf`` already costs.
 
@@ -15,6 +16,8 @@ Example:
     True
     ```
 """
+
+from pathlib import Path
 
 from .analyze import (
     IMAGE_ATTRIBUTES,
@@ -55,7 +58,14 @@ from .world import (
     parse_caption,
 )
 
+EMU3_TINY = Path(__file__).resolve().parents[1] / "assets" / "emu3-tiny"
+"""The embedded model: a pipeline folder trained by ``emu3 tiny-world train`` (the default of every entry point)."""
+EMU3_TINY_PINK_LORA = EMU3_TINY.with_name("emu3-tiny-pink-lora")
+"""The embedded LoRA demo: a PEFT adapter for :data:`EMU3_TINY` that teaches it the colour pink."""
+
 __all__ = [
+    "EMU3_TINY",
+    "EMU3_TINY_PINK_LORA",
     "BACKGROUND_COLORS",
     "DEFAULT_SPLIT_SEED",
     "DIRECTIONS",

@@ -13,7 +13,8 @@ rate (a shape covers 6-19% of an image, so its colour is the last thing the pixe
 :func:`vq_reconstruction_report` scores a VQ the way the spec scores the LM: the reference analyzer reads back
 each ``encode`` -> ``decode`` round trip of clean images, per attribute.
 
-Stage 1b (:func:`compact_codebook`): the trained codebook merged into :data:`VQ_CODES` distinct codes.
+Stage 1b (:func:`compact_codebook`): the trained codebook covered by at most :data:`VQ_CODES` evenly spaced codes;
+:func:`vq_locality_report` measures how far a cell's code depends on the rest of the picture.
 
 Stage 2, the LM (:func:`build_base_pipeline`, then :func:`train_tiny_lm`): a byte-level BPE of a few hundred tokens
 learnt from the ``train`` captions and the chat question (:func:`~emu3_hf.processing.bpe.train_bpe_ranks`), Emu3's
@@ -46,7 +47,7 @@ import numpy as np
 import torch
 
 from .analyze import aggregate_scores, score_image, score_video
-from .splits import iter_image_examples, iter_video_examples, make_splits
+from .splits import SPLIT_NAMES, iter_image_examples, iter_video_examples, make_splits
 
 # Measured here (the validation split read back by the analyzer, see BENCHMARKS.md): the spec's ~2000 steps of
 # images + clips at lr 1e-3 leave every shape one average colour; images alone at lr 5e-3 read back 94% by 10k steps.
@@ -54,11 +55,25 @@ from .splits import iter_image_examples, iter_video_examples, make_splits
 # VQ skips phase 2 (clip_steps=0): clips keep their motion (direction 100%) but lose most colour and shape.
 VQ_IMAGE_STEPS, VQ_CLIP_STEPS = 10_000, 0
 VQ_IMAGE_LR, VQ_CLIP_LR = 5e-3, 1e-3
-# compact_codebook: 128 distinct codes read the validation images back 92% (1024: 94%) and a 2-pixel jitter keeps 57%
-# of an image's codes (1024: 33%; measured on 32 train specs).
+# compact_codebook (an even cover of the codebook): 128 codes read the validation images back 92% (1024: 94%); a
+# 2-pixel jitter keeps 71% of an image's codes (1024: 33%, k-means to 128: 53%), and background cells keep their code
+# when the shape moves elsewhere 55% of the time (vq_locality_report; 1024: 7%, k-means to 128: 22%).
 VQ_CODES = 128
+# train_vq's locality term bought more local codes (cover-128 locality 0.65 at step 3000 with weight 3) at the price
+# of the reconstruction (colour 0.04 at step 3000 against 0.87 at step 2500 without it), so the recipe leaves it off.
+VQ_LOCALITY_WEIGHT = 0.0
 VQ_IMAGE_BATCH, VQ_VIDEO_BATCH = 8, 4
 CAPTION_QUESTION = "Describe the image."  # TINY_WORLD.md, "Understanding"
+# The sampling the embedded pipeline recommends (its LM's generation_config.json, read by the pipelines when a call
+# passes none; Emu3Pipeline.recommended_sampling): measured (BENCHMARKS.md), BAAI's guidance 3.0 draws worse than none,
+# and greedy decoding far better than sampling (32 training prompts, all five right: 0.91 against 0.34).
+TINY_GUIDANCE_SCALE, TINY_DO_SAMPLE = 1.0, False
+# What the LM trains on: the `train` split, 10 epochs (run D in BENCHMARKS.md, the shipped model). It draws its training
+# captions right (greedy, all five 0.91 on 32) but not unseen (shape, colour, size, position, background) combinations
+# (0.19). Trained on every base split (train + validation + test; the held-out pairs and pink never train) for 6
+# epochs it drew those captions worse (0.41, run E): the extra specs cost more epochs than this CPU had.
+LM_SPLITS = "train"
+LM_EPOCHS = 10.0
 BPE_VOCAB_SIZE = 400  # an upper bound: the captions' repeated pieces fill ~360 ranks
 # TINY_WORLD.md: "a Llama-style LM of ~5 M parameters (hidden 256, 6 layers)"
 TINY_LM_SIZES = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=4,
@@ -108,11 +123,12 @@ def train_tiny_vq(
     streams = dict(seed=seed, jitter=True, epochs=None)
 
     def phase(folder: Path, model: Any, steps: int, learning_rate: float, warmup: int, clips: int) -> Path:
+        settings = {"locality_weight": VQ_LOCALITY_WEIGHT, **overrides}
         config = VQTrainConfig(
             model=model, output_dir=folder, max_steps=steps, image_batch_size=image_batch_size,
             video_batch_size=clips, save_steps=save_steps, learning_rate=learning_rate,
             warmup_steps=min(warmup, steps), resume_from_checkpoint=_resume_point(folder) if resume else None,
-            seed=seed, device=device, **overrides,
+            seed=seed, device=device, **settings,
         )  # fmt: skip
         sources = dict(images=iter_image_examples(images, **streams) if image_batch_size else None,
                        videos=iter_video_examples(videos, **streams) if clips else None)  # fmt: skip
@@ -159,16 +175,58 @@ def vq_reconstruction_report(vq: Any, split: str = "validation", batch_size: int
     return aggregate_scores(scores)
 
 
-def compact_codebook(vq: Any, output_dir: str | os.PathLike, num_codes: int = VQ_CODES, *, seed: int = 0,
-                     iterations: int = 50) -> Path:  # fmt: skip
-    """Stage 1b: merge the trained codebook into ``num_codes`` distinct vectors and save the VQ to ``output_dir``.
+@torch.no_grad()
+def vq_locality_report(vq: Any, split: str = "validation", margin: int = 1) -> dict[str, float]:
+    """How local a VQ's codes are: each clean image of a split is paired with the next image of the split on the same
+    background (cyclically), and over the cells where neither image has a shape pixel within ``margin`` cells, the
+    share whose code is the same in both images.
 
-    Dead-code restarts keep all 1024 entries in use, packed so densely in the 4-D latent space that one content has
-    several near-equal codes and a 2-pixel shift changes most of an image's codes. k-means (``iterations`` Lloyd
-    steps from ``num_codes`` entries drawn with ``seed``) groups the entries and every entry becomes its group's
-    centre (its nearest); equal entries quantise to the lowest id (``argmin`` keeps the first), so the VQ writes only
-    ``num_codes`` distinct ids, and the LM's targets are far more stable. The config (1024 ids) is unchanged; a
-    module ``vq`` is copied, not changed."""
+    A code that depends only on its neighbourhood scores 1.0; an encoder that mixes the whole picture into every code
+    scores near 0, and an LM over its codes must learn each picture's background anew. Returns ``{"background_same":
+    share, "cells": number of cells compared}``. ``vq``: an ``Emu3VisionVQModel`` or its folder."""
+    from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
+
+    if not isinstance(vq, torch.nn.Module):
+        vq = Emu3VisionVQModel.from_pretrained(vq)
+    vq = vq.eval()
+    device, sf = next(vq.parameters()).device, vq.spatial_scale_factor
+    specs = make_splits().images[split]
+    images = np.stack([np.asarray(image) for image, _ in iter_image_examples(split, jitter=False, shuffle=False)])
+    partner = []
+    for i, spec in enumerate(specs):
+        same = [j for j, other in enumerate(specs) if other.background == spec.background]
+        partner.append(same[(same.index(i) + 1) % len(same)])
+    pixels = torch.from_numpy(images).float().div(127.5).sub(1.0).movedim(-1, -3).to(device)
+    codes = torch.cat([vq.encode(chunk) for chunk in pixels.split(32)]).cpu()  # (N, h, w)
+    shape = torch.from_numpy((images != images[:, :1, :1]).any(-1)).float()[:, None]  # (N, 1, H, W), corner = bg
+    near = torch.nn.functional.max_pool2d(torch.nn.functional.max_pool2d(shape, sf), 2 * margin + 1, stride=1,
+                                          padding=margin)[:, 0] > 0  # fmt: skip
+    far = ~(near | near[partner])
+    same = (codes == codes[partner])[far]
+    return {"background_same": float(same.float().mean()) if same.numel() else float("nan"), "cells": int(far.sum())}
+
+
+def _leaders(distances: np.ndarray, radius: float) -> list[int]:
+    """Entries in id order; one farther than ``radius`` from every leader so far becomes a leader."""
+    leaders: list[int] = []
+    for i in range(len(distances)):
+        if not leaders or distances[i, leaders].min() > radius:
+            leaders.append(i)
+    return leaders
+
+
+def compact_codebook(vq: Any, output_dir: str | os.PathLike, num_codes: int = VQ_CODES) -> Path:
+    """Stage 1b: merge the trained codebook into at most ``num_codes`` evenly spaced vectors and save the VQ to
+    ``output_dir``.
+
+    Dead-code restarts seed entries where latent vectors are common, so the background (most of every image) ends up
+    with many near-equal codes, and the tiny changes a shape elsewhere makes to a background latent pick another one
+    of them. The entries are covered greedily instead: in id order, an entry farther than a radius from every leader
+    so far becomes a leader, with the smallest radius (bisected) that leaves at most ``num_codes`` leaders; every
+    entry then becomes its nearest leader. Leaders are more than the radius apart and every entry lies within it of
+    its leader, so no content region holds more codes than another. Equal entries quantise to the lowest id
+    (``argmin`` keeps the first): the VQ writes only the leaders' ids. The config (all ids) is unchanged; a module
+    ``vq`` is copied, not changed."""
     from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
     from ..utils.atomic import staged_folder
 
@@ -176,15 +234,13 @@ def compact_codebook(vq: Any, output_dir: str | os.PathLike, num_codes: int = VQ
     codebook = vq.quantize.embedding.weight.data
     if not 1 <= num_codes <= codebook.shape[0]:
         raise ValueError(f"num_codes must be in [1, {codebook.shape[0]}], got {num_codes}.")
-    generator = torch.Generator().manual_seed(seed)
-    centres = codebook[torch.randperm(codebook.shape[0], generator=generator)[:num_codes]].clone()
-    for _ in range(iterations):
-        groups = torch.cdist(codebook, centres).argmin(1)
-        for k in range(num_codes):
-            members = groups == k
-            if members.any():
-                centres[k] = codebook[members].mean(0)
-    codebook.copy_(centres[torch.cdist(codebook, centres).argmin(1)])
+    distances = torch.cdist(codebook.double(), codebook.double()).numpy()
+    low, high = 0.0, float(distances.max())  # _leaders(high) is one leader
+    for _ in range(50):
+        middle = (low + high) / 2
+        low, high = (low, middle) if len(_leaders(distances, middle)) <= num_codes else (middle, high)
+    leaders = codebook[_leaders(distances, high)].clone()
+    codebook.copy_(leaders[torch.cdist(codebook, leaders).argmin(1)])
     with staged_folder(output_dir) as staging:
         vq.save_pretrained(str(staging))
     return Path(output_dir)
@@ -230,8 +286,9 @@ def tiny_lm_config(tokenizer: Any, **overrides: Any):
 
 
 def build_base_pipeline(vq: Any, output_dir: str | os.PathLike, *, seed: int = 0, **lm_overrides: Any) -> Path:
-    """Stage 2a: the untrained embedded pipeline (random LM, trained ``vq`` folder or model, tiny BPE tokenizer,
-    64x64 image processor), saved to ``output_dir``; returns it."""
+    """Stage 2a: the untrained embedded pipeline (random LM recommending :data:`TINY_GUIDANCE_SCALE` and greedy
+    decoding, trained ``vq`` folder or model, tiny BPE tokenizer, 64x64 image processor), saved to ``output_dir``;
+    returns it."""
     from ..modeling.modeling_emu3 import Emu3LMForCausalLM
     from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
     from ..pipelines import Emu3Pipeline
@@ -242,6 +299,7 @@ def build_base_pipeline(vq: Any, output_dir: str | os.PathLike, *, seed: int = 0
     tokenizer = build_tiny_tokenizer(codebook_size=vq.config.codebook_size)
     torch.manual_seed(seed)
     lm = Emu3LMForCausalLM(tiny_lm_config(tokenizer, **lm_overrides)).eval()
+    lm.generation_config.guidance_scale, lm.generation_config.do_sample = TINY_GUIDANCE_SCALE, TINY_DO_SAMPLE
     side = 64
     image_processor = Emu3VisionVQImageProcessor(min_pixels=side * side, max_pixels=side * side,
                                                  spatial_factor=vq.config.spatial_scale_factor)  # fmt: skip
@@ -253,10 +311,10 @@ def build_base_pipeline(vq: Any, output_dir: str | os.PathLike, *, seed: int = 0
 TASKS = ("text_to_image", "image_to_text", "text_to_video")
 
 
-def lm_training_examples(copies: int = 8, seed: int = 0, split: str = "train", tasks: tuple[str, ...] = TASKS,
-                         jitter_targets: bool = False):  # fmt: skip
+def lm_training_examples(copies: int = 8, seed: int = 0, split: str | tuple[str, ...] = "train",
+                         tasks: tuple[str, ...] = TASKS, jitter_targets: bool = False):  # fmt: skip
     """The LM's training mixture as a ``datasets.Dataset`` (columns image, video, text, question, answer): for each
-    spec of ``split``, ``copies`` examples for each of ``tasks``: ``text_to_image`` (image + caption),
+    spec of ``split`` (a split name or a tuple of them; never ``heldout``), ``copies`` examples for each of ``tasks``: ``text_to_image`` (image + caption),
     ``image_to_text`` (image + :data:`CAPTION_QUESTION` + the caption as the answer) and ``text_to_video`` (8 frames +
     caption). The images a caption is read from are jittered renders; the pictures and clips the LM learns to *draw*
     are clean ones unless ``jitter_targets``: a 2-pixel jitter changes most of the VQ's codes (its encoder mixes the
@@ -267,6 +325,13 @@ def lm_training_examples(copies: int = 8, seed: int = 0, split: str = "train", t
     unknown = set(tasks) - set(TASKS)
     if unknown or not tasks:
         raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}.")
+    names = (split,) if isinstance(split, str) else tuple(split)
+    if "heldout" in names or not names or set(names) - set(SPLIT_NAMES):
+        raise ValueError(f"split must name one or more of {tuple(n for n in SPLIT_NAMES if n != 'heldout')} (the "
+                         f"held-out compositions never train, TINY_WORLD.md), got {split!r}.")  # fmt: skip
+    splits = make_splits()
+    split = names[0] if len(names) == 1 else [spec for name in names for spec in splits.images[name]]
+    clips = names[0] if len(names) == 1 else [spec for name in names for spec in splits.videos[name]]
     rows: list[dict] = []
     if "text_to_image" in tasks:
         for image, caption in iter_image_examples(split, seed=seed, epochs=copies, jitter=jitter_targets):
@@ -276,7 +341,7 @@ def lm_training_examples(copies: int = 8, seed: int = 0, split: str = "train", t
             rows.append({"image": image, "video": None, "text": None, "question": CAPTION_QUESTION,
                          "answer": caption})  # fmt: skip
     if "text_to_video" in tasks:
-        for frames, caption in iter_video_examples(split, seed=seed, epochs=copies, jitter=jitter_targets):
+        for frames, caption in iter_video_examples(clips, seed=seed, epochs=copies, jitter=jitter_targets):
             rows.append({"image": None, "video": frames, "text": caption, "question": None, "answer": None})
     columns = {key: [row[key] for row in rows] for key in rows[0]}
     features = datasets.Features(image=datasets.Image(), video=datasets.Sequence(datasets.Image()),
@@ -290,7 +355,8 @@ def train_tiny_lm(
     output_dir: str | os.PathLike,
     *,
     copies: int = 8,
-    num_epochs: float = 10.0,
+    split: str | tuple[str, ...] = LM_SPLITS,
+    num_epochs: float = LM_EPOCHS,
     batch_size: int = 32,
     learning_rate: float = 2e-3,
     seed: int = 0,
@@ -304,7 +370,7 @@ def train_tiny_lm(
     output_dir = Path(output_dir)
     resume = _resume_point(output_dir)
     settings = dict(
-        model=str(base), data=lm_training_examples(copies, seed), output_dir=str(output_dir), lora=False,
+        model=str(base), data=lm_training_examples(copies, seed, split), output_dir=str(output_dir), lora=False,
         loss_on="auto", null_prompt_prob=0.1, learning_rate=learning_rate, weight_decay=0.01,
         warmup_steps=100, num_epochs=num_epochs, per_device_batch_size=batch_size, save_steps=200,
         resume_from_checkpoint=resume, report_to="none", seed=seed,
@@ -345,6 +411,10 @@ def train_pink_lora(
 __all__ = [
     "BPE_VOCAB_SIZE",
     "CAPTION_QUESTION",
+    "LM_EPOCHS",
+    "LM_SPLITS",
+    "TINY_DO_SAMPLE",
+    "TINY_GUIDANCE_SCALE",
     "TINY_LM_SIZES",
     "TASKS",
     "VQ_CLIP_LR",
@@ -353,6 +423,7 @@ __all__ = [
     "VQ_IMAGE_STEPS",
     "build_base_pipeline",
     "VQ_CODES",
+    "VQ_LOCALITY_WEIGHT",
     "build_tiny_tokenizer",
     "caption_corpus",
     "compact_codebook",
@@ -361,6 +432,7 @@ __all__ = [
     "train_pink_lora",
     "train_tiny_lm",
     "train_tiny_vq",
+    "vq_locality_report",
     "vq_reconstruction_report",
     "vq_training_specs",
 ]
