@@ -68,9 +68,11 @@ Training data: the `train` split (416 of the 520 base image captions, 10 epochs)
 `test` + `validation` captions (`text_to_image`, `captions`: never seen in training) and the held-out (shape, colour)
 pairs (`heldout`). On its training captions it draws all five attributes right 85% of the time (208 prompts); on
 unseen combinations 14%: it does not yet compose (BENCHMARKS.md, issue 11). Clips are weak (motion direction 46%).
-The pink adapter draws pink (100%) but turns the other colours pink too (11% right with it active)."""
+The pink adapter draws pink (99%) and leaves the other colours as the base model draws them (68% right with it
+active, 64% without)."""
 LORA_BODY = """A PEFT LoRA adapter (rank 16, attention and MLP projections of the LM) for the embedded Emu3 of emu3-hf, trained
-on text-to-image examples of pink shapes only: a colour the base model never saw."""
+on text-to-image examples of pink shapes (a colour the base model never saw) mixed with two of each base training
+caption, so that it adds pink without painting the other colours pink."""
 
 
 def _card(tag: str, title: str, body: str, report: Path | None) -> str:

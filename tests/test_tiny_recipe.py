@@ -137,6 +137,13 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     for bad in ("heldout", ("train", "heldout"), ("train", "nope"), ()):
         with pytest.raises(ValueError, match="held-out compositions never train"):
             lm_training_examples(copies=1, split=bad)
+    from emu3_hf.tiny_world.recipe import _pink_mixture
+
+    mixture = _pink_mixture(1, 1, seed=0).with_format(None)["text"]  # pink examples plus one of each base spec
+    assert len(mixture) == len(splits.images["lora"]) + len(splits.images["train"])
+    assert sum(f" {LORA_COLOR} " in text for text in mixture) == len(splits.images["lora"])
+    assert set(mixture) - {spec.caption() for spec in splits.images["lora"]} == {
+        spec.caption() for spec in splits.images["train"]}
     lora = train_pink_lora(tmp_path / "lm", tmp_path / "pink", copies=1, max_steps=2, warmup_steps=1, batch_size=4,
                            show_progress=False)  # fmt: skip
     assert lora.global_step == 2 and (tmp_path / "pink" / "adapter_model.safetensors").is_file()
