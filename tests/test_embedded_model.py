@@ -4,8 +4,8 @@ These are floors, not the quality table (BENCHMARKS.md has that, from ``emu3 tin
 each): they exist so that a broken engine, grammar, tokenizer, VQ or adapter loader cannot pass CI. The model decodes
 greedily by default (its generation_config.json), so each score is one deterministic number; measured on the shipped
 weights: 0.91 (32 training captions), held-out pairs colour 0.63 / position 1.00 (16), captions 0.75 (16 training
-images), clip direction 0.50 (12 training clips), pink 0.13 -> 1.00 with the adapter, and with it the 32 training captions'
-colour 0.91.
+images), clip direction 0.50 (12 training clips), pink 0.13 -> 1.00 with the adapter, and with it the 32 training
+captions' colour 0.91.
 """
 
 from __future__ import annotations

@@ -59,9 +59,9 @@ VQ_IMAGE_LR, VQ_CLIP_LR = 5e-3, 1e-3
 # 2-pixel jitter keeps 71% of an image's codes (1024: 33%, k-means to 128: 53%), and background cells keep their code
 # when the shape moves elsewhere 55% of the time (vq_locality_report; 1024: 7%, k-means to 128: 22%).
 VQ_CODES = 128
-# train_vq's locality term bought more local codes (cover-128 locality 0.65 at step 3000 with weight 3) at the price
-# of the reconstruction (colour 0.04 at step 3000 against 0.87 at step 2500 without it), so the recipe leaves it off.
-VQ_LOCALITY_WEIGHT = 0.0
+# train_vq's locality term (locality_weight, off by default) bought more local codes (cover-128 locality 0.65 at step
+# 3000 with weight 3) at the price of the reconstruction (colour 0.04 at step 3000 against 0.87 at step 2500 without
+# it), so the recipe leaves it off (pass locality_weight=... through train_tiny_vq's overrides to try it).
 VQ_IMAGE_BATCH, VQ_VIDEO_BATCH = 8, 4
 CAPTION_QUESTION = "Describe the image."  # TINY_WORLD.md, "Understanding"
 # The sampling the embedded pipeline recommends (its LM's generation_config.json, read by the pipelines when a call
@@ -123,12 +123,11 @@ def train_tiny_vq(
     streams = dict(seed=seed, jitter=True, epochs=None)
 
     def phase(folder: Path, model: Any, steps: int, learning_rate: float, warmup: int, clips: int) -> Path:
-        settings = {"locality_weight": VQ_LOCALITY_WEIGHT, **overrides}
         config = VQTrainConfig(
             model=model, output_dir=folder, max_steps=steps, image_batch_size=image_batch_size,
             video_batch_size=clips, save_steps=save_steps, learning_rate=learning_rate,
             warmup_steps=min(warmup, steps), resume_from_checkpoint=_resume_point(folder) if resume else None,
-            seed=seed, device=device, **settings,
+            seed=seed, device=device, **overrides,
         )  # fmt: skip
         sources = dict(images=iter_image_examples(images, **streams) if image_batch_size else None,
                        videos=iter_video_examples(videos, **streams) if clips else None)  # fmt: skip
@@ -314,12 +313,12 @@ TASKS = ("text_to_image", "image_to_text", "text_to_video")
 def lm_training_examples(copies: int = 8, seed: int = 0, split: str | tuple[str, ...] = "train",
                          tasks: tuple[str, ...] = TASKS, jitter_targets: bool = False):  # fmt: skip
     """The LM's training mixture as a ``datasets.Dataset`` (columns image, video, text, question, answer): for each
-    spec of ``split`` (a split name or a tuple of them; never ``heldout``), ``copies`` examples for each of ``tasks``: ``text_to_image`` (image + caption),
-    ``image_to_text`` (image + :data:`CAPTION_QUESTION` + the caption as the answer) and ``text_to_video`` (8 frames +
-    caption). The images a caption is read from are jittered renders; the pictures and clips the LM learns to *draw*
-    are clean ones unless ``jitter_targets``: a 2-pixel jitter changes most of the VQ's codes (its encoder mixes the
-    whole image), which leaves the LM a target it cannot predict (measured: 2.7 nats per visual token, pictures that
-    mix several jitters)."""
+    spec of ``split`` (a split name or a tuple of them; never ``heldout``), ``copies`` examples for each of ``tasks``:
+    ``text_to_image`` (image + caption), ``image_to_text`` (image + :data:`CAPTION_QUESTION` + the caption as the
+    answer) and ``text_to_video`` (8 frames + caption). The images a caption is read from are jittered renders; the
+    pictures and clips the LM learns to *draw* are clean ones unless ``jitter_targets``: a 2-pixel jitter changes many
+    of the VQ's codes (its encoder sees the whole image), which leaves the LM a target it cannot predict (measured with
+    the 1024-code VQ: 2.7 nats per visual token, pictures that mix several jitters)."""
     import datasets
 
     unknown = set(tasks) - set(TASKS)
@@ -330,14 +329,14 @@ def lm_training_examples(copies: int = 8, seed: int = 0, split: str | tuple[str,
         raise ValueError(f"split must name one or more of {tuple(n for n in SPLIT_NAMES if n != 'heldout')} (the "
                          f"held-out compositions never train, TINY_WORLD.md), got {split!r}.")  # fmt: skip
     splits = make_splits()
-    split = names[0] if len(names) == 1 else [spec for name in names for spec in splits.images[name]]
-    clips = names[0] if len(names) == 1 else [spec for name in names for spec in splits.videos[name]]
+    images = [spec for name in names for spec in splits.images[name]]
+    clips = [spec for name in names for spec in splits.videos[name]]
     rows: list[dict] = []
     if "text_to_image" in tasks:
-        for image, caption in iter_image_examples(split, seed=seed, epochs=copies, jitter=jitter_targets):
+        for image, caption in iter_image_examples(images, seed=seed, epochs=copies, jitter=jitter_targets):
             rows.append({"image": image, "video": None, "text": caption, "question": None, "answer": None})
     if "image_to_text" in tasks:
-        for image, caption in iter_image_examples(split, seed=seed + 1, epochs=copies):
+        for image, caption in iter_image_examples(images, seed=seed + 1, epochs=copies):
             rows.append({"image": image, "video": None, "text": None, "question": CAPTION_QUESTION,
                          "answer": caption})  # fmt: skip
     if "text_to_video" in tasks:
@@ -404,7 +403,8 @@ def train_pink_lora(
     """Stage 3, the LoRA demo: a PEFT LoRA adapter on the trained pipeline's LM, learnt from text-to-image examples
     of the ``lora`` split (pink shapes: a colour base training never showed, ``copies`` each) mixed with
     ``base_copies`` text-to-image examples of each ``train`` spec (without them the adapter paints every colour pink:
-    measured 0.12 colour on other prompts with it active), into ``output_dir`` (adapter + model card). Resumes the newest checkpoint there. Returns the :class:`~emu3_hf.training.TrainResult`."""
+    measured 0.12 colour on other prompts with it active), into ``output_dir`` (adapter + model card). Resumes the
+    newest checkpoint there. Returns the :class:`~emu3_hf.training.TrainResult`."""
     from ..training import TrainConfig, train
 
     output_dir = Path(output_dir)
@@ -432,9 +432,8 @@ __all__ = [
     "VQ_CLIP_STEPS",
     "VQ_IMAGE_LR",
     "VQ_IMAGE_STEPS",
-    "build_base_pipeline",
     "VQ_CODES",
-    "VQ_LOCALITY_WEIGHT",
+    "build_base_pipeline",
     "build_tiny_tokenizer",
     "caption_corpus",
     "compact_codebook",
