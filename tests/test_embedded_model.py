@@ -3,9 +3,9 @@
 These are floors, not the quality table (BENCHMARKS.md has that, from ``emu3 tiny-world eval`` on >= 200 prompts
 each): they exist so that a broken engine, grammar, tokenizer, VQ or adapter loader cannot pass CI. The model decodes
 greedily by default (its generation_config.json), so each score is one deterministic number; measured on the shipped
-weights: 0.91 (32 training captions), held-out pairs colour 0.63 / position 1.00 (16), captions 0.75 (16 training
-images), clip direction 0.50 (12 training clips), pink 0.13 -> 1.00 with the adapter, and with it the 32 training
-captions' colour 0.91.
+weights (run F): all five 0.91 (32 training captions), held-out pairs colour 0.75 / position 1.00 (16), captions 0.59
+(32 training images), clip direction 0.83 (12 training clips), pink all five 0.07 -> 0.93 with the adapter (colour
+0.40 -> 1.00: blends of other colours read as pink), and with it the 32 training captions' colour 1.00.
 """
 
 from __future__ import annotations
@@ -32,8 +32,18 @@ def pipe():
 def test_the_embedded_model_is_a_small_shipped_pipeline_folder_with_a_card():
     files = [p for p in EMU3_TINY.rglob("*") if p.is_file()]
     assert (EMU3_TINY / "model_index.json").is_file() and (EMU3_TINY / "README.md").is_file()
-    assert sum(p.stat().st_size for p in files) < 40e6
+    assert sum(p.stat().st_size for p in files) < 20e6
     assert (EMU3_TINY_PINK_LORA / "adapter_config.json").is_file()
+
+
+def test_its_weights_are_stored_in_float16_and_computed_in_float32(pipe):
+    from safetensors import safe_open
+
+    for name in ("model", "vq_model"):
+        with safe_open(str(EMU3_TINY / name / "model.safetensors"), framework="pt") as f:
+            stored = {f.get_slice(key).get_dtype() for key in f.keys()}
+        assert "F16" in stored and "F32" not in stored, (name, stored)  # (integer buffers stay integers)
+        assert {p.dtype for p in getattr(pipe, name).parameters()} == {torch.float32}
 
 
 def test_it_draws_what_the_prompt_asks(pipe):
@@ -52,8 +62,8 @@ def test_it_captions_images(pipe):
 
     chat = Emu3ChatPipeline(**pipe.components)
     chat.set_progress_bar_config(disable=True)
-    report = score_captions(chat, TRAIN[1::26][:16], seed=0, batch_size=16)
-    assert report["exact"] >= 0.5, report
+    report = score_captions(chat, TRAIN[1::13][:32], seed=0, batch_size=16)
+    assert report["count"] == 32 and report["exact"] >= 0.4, report
 
 
 def test_it_makes_clips_that_move_the_right_way(pipe):
@@ -63,7 +73,7 @@ def test_it_makes_clips_that_move_the_right_way(pipe):
     video.set_progress_bar_config(disable=True)
     clips = list(SPLITS.videos["train"])[::6][:12]
     report = score_videos(video, clips, seed=0, batch_size=12)
-    assert report["direction"] >= 0.4, report
+    assert report["direction"] >= 0.5, report
 
 
 def test_the_pink_adapter_teaches_pink_and_unloads(pipe):
@@ -75,8 +85,10 @@ def test_the_pink_adapter_teaches_pink_and_unloads(pipe):
         kept = score_text_to_image(pipe, others, seed=0, batch_size=16)  # the other colours survive the adapter
     finally:
         pipe.unload_lora_weights()
-    assert before["color"] <= 0.3 and after["color"] >= 0.8, (before, after)
-    assert kept["color"] >= 0.6, kept
+    unloaded = score_text_to_image(pipe, pink, seed=0, batch_size=16)
+    assert before["all"] <= 0.3 and after["all"] >= 0.6 and after["color"] >= 0.8, (before, after)
+    assert kept["color"] >= 0.7, kept
+    assert unloaded == before  # greedy decoding: unloading gives back the base model exactly
 
 
 def test_the_readme_command_draws_the_prompt_with_the_default_model(tmp_path):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from emu3_hf.tiny_world import make_splits, render_image, render_video
-from emu3_hf.tiny_world.evaluate import evaluate_lora, score_captions, score_text_to_image, score_videos
+from emu3_hf.tiny_world.evaluate import (evaluate_lora, evaluate_pipeline, score_captions, score_text_to_image,
+                                         score_videos)
 
 SPLITS = make_splits()
 BY_CAPTION = {spec.caption(): spec for table in (SPLITS.images, SPLITS.videos) for specs in table.values()
@@ -101,3 +102,40 @@ def test_the_lora_report_scores_pink_before_and_after_and_the_other_colours_with
     assert report["pink_before"]["shape"] == 1.0  # only the colour was wrong
     assert report["pink_after"]["all"] == 1.0 and report["others_after"] == {**report["others_after"], "all": 1.0}
     assert report["others_after"]["count"] == 10 and painter.adapters == []  # unloaded afterwards
+
+
+class _Recorder:
+    """A stand-in image pipeline that draws each caption exactly and remembers the prompts it was given."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def to(self, device):
+        return self
+
+    def set_progress_bar_config(self, **kwargs):
+        pass
+
+    def __call__(self, prompts, height, width, generator, output_type="np", **sampling):
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        self.prompts += prompts
+        return SimpleNamespace(images=np.stack([render_image(BY_CAPTION[p]) for p in prompts]) / 255.0)
+
+
+def test_the_report_reads_the_base_splits_it_is_given_and_refuses_any_other():
+    captions = {name: {spec.caption() for spec in SPLITS.images[name]} for name in SPLITS.images}
+    default = _Recorder()
+    report = evaluate_pipeline(default, images=104, heldout=0, captions=0, videos=0, device="cpu")
+    assert report["settings"]["splits"] == ["test", "validation"] and report["text_to_image"]["all"] == 1.0
+    assert set(default.prompts[:104]) == captions["test"] | captions["validation"]
+    chosen = _Recorder()
+    report = evaluate_pipeline(chosen, images=20, heldout=5, captions=0, videos=0, splits="train", device="cpu")
+    assert report["settings"]["splits"] == ["train"] and report["heldout"]["count"] == 5
+    assert set(chosen.prompts[:20]) <= captions["train"] and set(chosen.prompts[20:25]) <= captions["heldout"]
+    refused = _Recorder()
+    for splits in (("heldout",), ("train", "lora"), ()):
+        with pytest.raises(ValueError, match="splits must name one or more of"):
+            evaluate_pipeline(refused, splits=splits, device="cpu")
+        with pytest.raises(ValueError, match="splits must name one or more of"):
+            evaluate_lora(refused, "some/adapter", splits=splits, device="cpu")
+    assert refused.prompts == []

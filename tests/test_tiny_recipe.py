@@ -137,13 +137,15 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     for bad in ("heldout", ("train", "heldout"), ("train", "nope"), ()):
         with pytest.raises(ValueError, match="held-out compositions never train"):
             lm_training_examples(copies=1, split=bad)
-    from emu3_hf.tiny_world.recipe import _pink_mixture
+    from emu3_hf.tiny_world.recipe import LM_SPLITS, _pink_mixture
 
-    mixture = _pink_mixture(1, 1, seed=0).with_format(None)["text"]  # pink examples plus one of each base spec
-    assert len(mixture) == len(splits.images["lora"]) + len(splits.images["train"])
+    # pink examples plus one of each spec the base LM trains on (every base split, never the held-out pairs)
+    mixture = _pink_mixture(1, 1, seed=0).with_format(None)["text"]
+    base_specs = [spec for name in LM_SPLITS for spec in splits.images[name]]
+    assert set(LM_SPLITS) == {"train", "validation", "test"}
+    assert len(mixture) == len(splits.images["lora"]) + len(base_specs)
     assert sum(f" {LORA_COLOR} " in text for text in mixture) == len(splits.images["lora"])
-    assert set(mixture) - {spec.caption() for spec in splits.images["lora"]} == {
-        spec.caption() for spec in splits.images["train"]}
+    assert set(mixture) - {spec.caption() for spec in splits.images["lora"]} == {spec.caption() for spec in base_specs}
     lora = train_pink_lora(tmp_path / "lm", tmp_path / "pink", copies=1, max_steps=2, warmup_steps=1, batch_size=4,
                            show_progress=False)  # fmt: skip
     assert lora.global_step == 2 and (tmp_path / "pink" / "adapter_model.safetensors").is_file()
@@ -173,9 +175,10 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert "LM: 3 steps" in printed and "LoRA: 2 steps" in printed
     report = tmp_path / "report.json"
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--images", "3", "--heldout", "0",
-                 "--captions", "2", "--videos", "1", "-o", str(report)]) == 0  # fmt: skip
+                 "--captions", "2", "--videos", "1", "--splits", "train,test", "-o", str(report)]) == 0  # fmt: skip
     saved = json.loads(report.read_text())
     assert saved["text_to_image"]["count"] == 3 and saved["captions"]["count"] == 2 and saved["video"]["count"] == 1
+    assert saved["settings"]["splits"] == ["train", "test"]
     assert "heldout" not in saved and saved["seconds_per_image"] > 0
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--lora", str(out / "pink-lora"),
                  "--images", "2", "-o", str(report)]) == 0  # fmt: skip
@@ -183,6 +186,8 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert [saved[key]["count"] for key in ("pink_before", "pink_after", "others_after")] == [2, 2, 2]
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--lora", str(out / "vq")]) == 2
     assert "not an adapter folder" in capsys.readouterr().err
+    assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--splits", "train,heldout"]) == 2
+    assert "--splits must list base splits" in capsys.readouterr().err
     assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--copies", "0"]) == 2
     assert "--copies must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
@@ -258,3 +263,12 @@ def test_the_locality_report_compares_background_codes_of_images_with_their_shap
         assert report["background_same"] == 1.0
     else:  # the image mean changes with the shape, and with it every code
         assert report["background_same"] < 0.2
+
+
+def test_the_train_command_defaults_are_the_recipe_constants():
+    """emu3_cli cannot import the recipe (the command line answers before torch loads), so its literals are checked."""
+    from emu3_cli import build_parser
+    from emu3_hf.tiny_world.recipe import LM_EPOCHS, VQ_CLIP_STEPS, VQ_IMAGE_STEPS
+
+    args = build_parser().parse_args(["tiny-world", "train", "-o", "run"])
+    assert (args.lm_epochs, args.vq_image_steps, args.vq_clip_steps) == (LM_EPOCHS, VQ_IMAGE_STEPS, VQ_CLIP_STEPS)

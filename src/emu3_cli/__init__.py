@@ -114,8 +114,8 @@ def _add_tiny_world_commands(commands) -> None:
                        "the LoRA's adapter in pink-lora/")  # fmt: skip
     train.add_argument("--vq-image-steps", type=int, default=10_000, help="VQ phase 1 steps (images only)")
     train.add_argument("--vq-clip-steps", type=int, default=0, help="VQ phase 2 steps (images + clips; 0 skips)")
-    train.add_argument("--copies", type=int, default=8, help="jittered renders of each train spec per task")
-    train.add_argument("--lm-epochs", type=float, default=10.0, help="passes over the LM's training mixture")
+    train.add_argument("--copies", type=int, default=8, help="renders of each base spec per task and epoch")
+    train.add_argument("--lm-epochs", type=float, default=12.0, help="passes over the LM's training mixture")
     train.add_argument("--lm-batch-size", type=int, default=32)
     train.add_argument("--lm-max-steps", type=int, default=None, help="stop the LM after this many steps")
     train.add_argument("--lora-max-steps", type=int, default=None, help="stop the LoRA after this many steps")
@@ -130,6 +130,8 @@ def _add_tiny_world_commands(commands) -> None:
     evaluate.add_argument("--heldout", type=int, default=240, help="prompts with held-out pairs (0 skips)")
     evaluate.add_argument("--captions", type=int, default=208, help="images to caption (0 skips)")
     evaluate.add_argument("--videos", type=int, default=200, help="text-to-video prompts (0 skips)")
+    evaluate.add_argument("--splits", default="test,validation", help="comma-separated base splits whose captions "
+                          "the text-to-image, caption and video parts (and --lora's other colours) read")  # fmt: skip
     evaluate.add_argument("--guidance-scale", type=float, default=None)
     evaluate.add_argument("--top-k", type=int, default=None)
     evaluate.add_argument("--seed", type=int, default=0)

@@ -2,13 +2,16 @@
 
 Every number is read off the outputs by the reference analyzer (:mod:`.analyze`), never by a network:
 
-- ``text_to_image``: images generated from captions of the ``test`` and ``validation`` specs (cycled with fresh
-  seeds up to ``images`` prompts), each attribute and all five right;
+- ``text_to_image``: images generated from captions of the ``splits`` specs (by default ``test`` and ``validation``;
+  cycled with fresh seeds up to ``images`` prompts), each attribute and all five right;
 - ``heldout``: the same on the held-out (shape, colour) pairs (never in training);
 - ``captions``: the chat pipeline's answer to :data:`~emu3_hf.tiny_world.recipe.CAPTION_QUESTION` about clean and
   jittered renders of those specs, exactly the canonical caption;
 - ``video``: clips generated from the video captions of those splits: shape, colour, background, direction;
 - ``seconds_per_image``: one prompt at batch 1, the median of three, after a warm-up.
+
+Which of these prompts a model has seen depends on what it trained on: the embedded model's LM trains on every base
+split (:data:`~emu3_hf.tiny_world.recipe.LM_SPLITS`), so for it only ``heldout`` is unseen.
 
 :func:`evaluate_lora` scores the LoRA demo: pink prompts before and after the adapter, the other colours with it.
 
@@ -40,6 +43,16 @@ EVAL_SPLITS = ("test", "validation")
 
 def _cycled(specs: list, count: int) -> list:
     return list(itertools.islice(itertools.cycle(specs), count))
+
+
+def _base_specs(world: Any, names: tuple[str, ...], kind: str) -> list:
+    """The image or video specs of the named base splits, in split order."""
+    unknown = [name for name in names if name not in ("train", "validation", "test")]
+    if unknown or not names:
+        raise ValueError(f"splits must name one or more of ('train', 'validation', 'test') (held-out pairs are "
+                         f"scored by `heldout`, pink by evaluate_lora), got {tuple(names)!r}.")  # fmt: skip
+    table = world.images if kind == "image" else world.videos
+    return [spec for name in names for spec in table[name]]
 
 
 def _batches(items: list, size: int):
@@ -131,22 +144,25 @@ def evaluate_pipeline(
     seed: int = 0,
     batch_size: int = 16,
     device: str | None = None,
+    splits: tuple[str, ...] = EVAL_SPLITS,
     **sampling: Any,
 ) -> dict[str, Any]:
     """The tiny-world report of ``pipeline`` (a folder, repo id or ``Emu3Pipeline``); a count of 0 skips that part.
-    ``sampling`` goes to the image and video pipelines (``guidance_scale``, ``top_k``, ...)."""
+    ``splits``: the base splits whose captions the text-to-image, caption and video parts read. ``sampling`` goes
+    to the image and video pipelines (``guidance_scale``, ``top_k``, ...)."""
+    world = make_splits()
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    base, clips = _base_specs(world, splits, "image"), _base_specs(world, splits, "video")
     pipe = _load(pipeline, device)
-    splits = make_splits()
-    base = [spec for name in EVAL_SPLITS for spec in splits.images[name]]
-    clips = [spec for name in EVAL_SPLITS for spec in splits.videos[name]]
     report: dict[str, Any] = {"settings": {"images": images, "heldout": heldout, "captions": captions,
-                                           "videos": videos, "seed": seed, **sampling}}  # fmt: skip
+                                           "videos": videos, "seed": seed, "splits": list(splits),
+                                           **sampling}}  # fmt: skip
     with torch.no_grad():
         if images:
             report["text_to_image"] = score_text_to_image(pipe, _cycled(base, images), seed=seed,
                                                           batch_size=batch_size, **sampling)  # fmt: skip
         if heldout:
-            report["heldout"] = score_text_to_image(pipe, _cycled(list(splits.images["heldout"]), heldout),
+            report["heldout"] = score_text_to_image(pipe, _cycled(list(world.images["heldout"]), heldout),
                                                     seed=seed + 10**6, batch_size=batch_size, **sampling)  # fmt: skip
         if captions:
             chat = _sibling(pipe, "Emu3ChatPipeline")
@@ -168,17 +184,20 @@ def evaluate_lora(
     seed: int = 0,
     batch_size: int = 16,
     device: str | None = None,
+    splits: tuple[str, ...] = EVAL_SPLITS,
     **sampling: Any,
 ) -> dict[str, Any]:
     """The LoRA demo's report: text-to-image scores on the ``lora`` split's pink prompts without the ``adapter``
-    (``pink_before``) and with it (``pink_after``), and on the ``test`` + ``validation`` prompts with it active
-    (``others_after``: what the adapter costs the colours it never saw). Same seeds before and after."""
+    (``pink_before``) and with it (``pink_after``), and on the ``splits`` prompts (by default ``test`` +
+    ``validation``) with it active (``others_after``: what the adapter costs the colours it never saw). Same seeds
+    before and after."""
+    world = make_splits()
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    pink_specs = _cycled(list(world.images["lora"]), pink)
+    other_specs = _cycled(_base_specs(world, splits, "image"), others)
     pipe = _load(pipeline, device)
-    splits = make_splits()
-    pink_specs = _cycled(list(splits.images["lora"]), pink)
-    other_specs = _cycled([spec for name in EVAL_SPLITS for spec in splits.images[name]], others)
     report: dict[str, Any] = {"settings": {"adapter": str(adapter), "pink": pink, "others": others, "seed": seed,
-                                           **sampling}}  # fmt: skip
+                                           "splits": list(splits), **sampling}}  # fmt: skip
     score = dict(seed=seed, batch_size=batch_size, **sampling)
     with torch.no_grad():
         report["pink_before"] = score_text_to_image(pipe, pink_specs, **score)
