@@ -187,7 +187,7 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--lora", str(out / "vq")]) == 2
     assert "not an adapter folder" in capsys.readouterr().err
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--splits", "train,heldout"]) == 2
-    assert "--splits must list base splits" in capsys.readouterr().err
+    assert "splits must name one or more of ('train', 'validation', 'test')" in capsys.readouterr().err
     assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--copies", "0"]) == 2
     assert "--copies must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
