@@ -45,14 +45,13 @@ def _cycled(specs: list, count: int) -> list:
     return list(itertools.islice(itertools.cycle(specs), count))
 
 
-def _base_specs(world: Any, names: tuple[str, ...], kind: str) -> list:
-    """The image or video specs of the named base splits, in split order."""
-    unknown = [name for name in names if name not in ("train", "validation", "test")]
-    if unknown or not names:
+def _base_split_names(splits: str | tuple[str, ...]) -> tuple[str, ...]:
+    """``splits`` (one name or several) as a tuple of base split names; anything else is refused."""
+    names = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not names or set(names) - {"train", "validation", "test"}:
         raise ValueError(f"splits must name one or more of ('train', 'validation', 'test') (held-out pairs are "
-                         f"scored by `heldout`, pink by evaluate_lora), got {tuple(names)!r}.")  # fmt: skip
-    table = world.images if kind == "image" else world.videos
-    return [spec for name in names for spec in table[name]]
+                         f"scored by `heldout`, pink by evaluate_lora), got {names!r}.")  # fmt: skip
+    return names
 
 
 def _batches(items: list, size: int):
@@ -150,9 +149,9 @@ def evaluate_pipeline(
     """The tiny-world report of ``pipeline`` (a folder, repo id or ``Emu3Pipeline``); a count of 0 skips that part.
     ``splits``: the base splits whose captions the text-to-image, caption and video parts read. ``sampling`` goes
     to the image and video pipelines (``guidance_scale``, ``top_k``, ...)."""
-    world = make_splits()
-    splits = (splits,) if isinstance(splits, str) else tuple(splits)
-    base, clips = _base_specs(world, splits, "image"), _base_specs(world, splits, "video")
+    splits, world = _base_split_names(splits), make_splits()
+    base = [spec for name in splits for spec in world.images[name]]
+    clips = [spec for name in splits for spec in world.videos[name]]
     pipe = _load(pipeline, device)
     report: dict[str, Any] = {"settings": {"images": images, "heldout": heldout, "captions": captions,
                                            "videos": videos, "seed": seed, "splits": list(splits),
@@ -191,10 +190,9 @@ def evaluate_lora(
     (``pink_before``) and with it (``pink_after``), and on the ``splits`` prompts (by default ``test`` +
     ``validation``) with it active (``others_after``: what the adapter costs the colours it never saw). Same seeds
     before and after."""
-    world = make_splits()
-    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    splits, world = _base_split_names(splits), make_splits()
     pink_specs = _cycled(list(world.images["lora"]), pink)
-    other_specs = _cycled(_base_specs(world, splits, "image"), others)
+    other_specs = _cycled([spec for name in splits for spec in world.images[name]], others)
     pipe = _load(pipeline, device)
     report: dict[str, Any] = {"settings": {"adapter": str(adapter), "pink": pink, "others": others, "seed": seed,
                                            "splits": list(splits), **sampling}}  # fmt: skip
