@@ -137,6 +137,15 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     for bad in ("heldout", ("train", "heldout"), ("train", "nope"), ()):
         with pytest.raises(ValueError, match="held-out compositions never train"):
             lm_training_examples(copies=1, split=bad)
+    # captions are read off jittered renders, and off clean ones for clean_reads of the copies
+    count = len(splits.images["test"])
+    for clean_reads in (0, 2):
+        reads = lm_training_examples(copies=4, split="test", tasks=("image_to_text",), clean_reads=clean_reads)
+        reads = reads.with_format(None)
+        clean = [np.array_equal(np.asarray(row["image"]), render_image(parse_caption(row["answer"]))) for row in reads]
+        assert len(reads) == 4 * count and clean_reads * count <= sum(clean) < (clean_reads + 1) * count
+    with pytest.raises(ValueError, match="clean_reads must be between 0 and copies"):
+        lm_training_examples(copies=1, clean_reads=2)
     from emu3_hf.tiny_world.recipe import LM_SPLITS, _pink_mixture
 
     # pink examples plus one of each spec the base LM trains on (every base split, never the held-out pairs)
@@ -166,10 +175,12 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     from emu3_cli import main
 
     out = tmp_path / "run"
-    args = ["tiny-world", "train", "-o", str(out), "--vq-image-steps", "2", "--vq-clip-steps", "1", "--copies", "1",
+    args = ["tiny-world", "train", "-o", str(out), "--vq-image-steps", "2", "--vq-clip-steps", "1", "--vq-decoder-steps", "2",
+            "--copies", "1",
             "--lm-max-steps", "3", "--lm-batch-size", "8", "--lora-max-steps", "2", "--quiet"]  # fmt: skip
     assert main(args) == 0
     assert (out / "vq" / "config.json").is_file() and (out / "pipeline" / "model_index.json").is_file()
+    assert (out / "vq-decoder" / "config.json").is_file()
     assert (out / "pink-lora" / "adapter_config.json").is_file()
     printed = capsys.readouterr().out
     assert "LM: 3 steps" in printed and "LoRA: 2 steps" in printed
@@ -268,7 +279,38 @@ def test_the_locality_report_compares_background_codes_of_images_with_their_shap
 def test_the_train_command_defaults_are_the_recipe_constants():
     """emu3_cli cannot import the recipe (the command line answers before torch loads), so its literals are checked."""
     from emu3_cli import build_parser
-    from emu3_hf.tiny_world.recipe import LM_EPOCHS, VQ_CLIP_STEPS, VQ_IMAGE_STEPS
+    from emu3_hf.tiny_world.recipe import LM_EPOCHS, VQ_CLIP_STEPS, VQ_DECODER_STEPS, VQ_IMAGE_STEPS
 
     args = build_parser().parse_args(["tiny-world", "train", "-o", "run"])
     assert (args.lm_epochs, args.vq_image_steps, args.vq_clip_steps) == (LM_EPOCHS, VQ_IMAGE_STEPS, VQ_CLIP_STEPS)
+    assert args.vq_decoder_steps == VQ_DECODER_STEPS
+
+
+def test_stage_1c_tunes_the_decoder_on_clean_and_jittered_renders_of_what_the_lm_draws(tmp_path, monkeypatch):
+    """tune_tiny_vq_decoder's data: every LM_SPLITS and pink spec, clean and jittered in turn, never a held-out pair;
+    its config freezes the encoder side (decoder_only)."""
+    import emu3_hf.training as training
+    from emu3_hf.tiny_world import render_image, render_video
+    from emu3_hf.tiny_world.recipe import LM_SPLITS, tune_tiny_vq_decoder
+
+    seen = {}
+
+    def recorder(config, images=None, videos=None):
+        seen["config"], seen["images"], seen["videos"] = config, images, videos
+        return type("Result", (), {"output_dir": config.output_dir})()
+
+    monkeypatch.setattr(training, "train_vq", recorder)
+    assert tune_tiny_vq_decoder("some-vq", tmp_path / "out", steps=3) == tmp_path / "out"
+    assert seen["config"].decoder_only and seen["config"].max_steps == 3 and seen["config"].model == "some-vq"
+    splits = make_splits()
+    for kind, render, table in (("images", render_image, splits.images), ("videos", render_video, splits.videos)):
+        wanted = [spec for name in LM_SPLITS + ("lora",) for spec in table[name]]
+        by_caption = {spec.caption(): spec for spec in wanted}
+        pairs = [next(seen[kind]) for _ in range(2 * len(wanted))]
+        assert {caption for _, caption in pairs} == set(by_caption)  # one epoch each: all of them, nothing else
+        assert not {caption for _, caption in pairs} & {spec.caption() for spec in table["heldout"]}
+        as_array = (lambda p: np.stack([np.asarray(f) for f in p])) if kind == "videos" else np.asarray
+        clean = [np.array_equal(as_array(picture), render(by_caption[caption])) for picture, caption in pairs]
+        assert all(clean[0::2]) and sum(clean[1::2]) < len(wanted) // 2, kind  # clean, jittered, clean, ...
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        tune_tiny_vq_decoder("some-vq", tmp_path / "bad", steps=0)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 def _train(args: argparse.Namespace) -> int:
     from .tiny_world.recipe import (build_base_pipeline, compact_codebook, train_pink_lora, train_tiny_lm,
-                                    train_tiny_vq)
+                                    train_tiny_vq, tune_tiny_vq_decoder)
 
     for name in ("vq_image_steps", "copies", "lm_batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    if args.vq_clip_steps < 0:
-        raise ValueError(f"--vq-clip-steps must be >= 0, got {args.vq_clip_steps}.")
+    for name in ("vq_clip_steps", "vq_decoder_steps"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}.")
     for name in ("lm_max_steps", "lora_max_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
@@ -30,6 +31,12 @@ def _train(args: argparse.Namespace) -> int:
     compact = out / "vq-compact"
     if not (compact / "config.json").is_file():  # stage 1b: the codebook merged into VQ_CODES distinct codes
         compact_codebook(vq, compact)
+    if args.vq_decoder_steps:  # stage 1c: the decoder trained on the compacted codes (every code unchanged)
+        decoder = out / "vq-decoder"
+        if not (decoder / "config.json").is_file():
+            tune_tiny_vq_decoder(compact, decoder, steps=args.vq_decoder_steps, seed=args.seed,
+                                 show_progress=args.show_progress)  # fmt: skip
+        compact = decoder
     print(f"VQ: {compact}")
     base = out / "base"
     if not (base / "model_index.json").is_file():

@@ -108,6 +108,9 @@ class VQTrainConfig:
         docstring); locality_margin: cells around the pasted box left out of the locality term.
     dead_code_steps: re-initialise codes unused for this many steps (None = never). usage_window: steps over which
         the logged codebook usage is counted.
+    decoder_only: train ``post_quant_conv`` and the decoder only; the encoder (its BatchNorm statistics too),
+        ``quant_conv`` and the codebook stay as loaded, so every input keeps exactly its codes (a language model
+        trained on them stays valid) and no dead code is restarted. Needs a trained ``model`` folder.
     save_steps: checkpoint every this many steps (0 = none); save_total_limit: newest checkpoints kept (None =
         all); resume_from_checkpoint: a checkpoint folder or "latest" (the newest under ``output_dir``).
     seed: model init, data order, dropout and restart draws. device: "cpu", "cuda", ... (None = CUDA if present).
@@ -130,6 +133,7 @@ class VQTrainConfig:
     locality_margin: int = 1
     dead_code_steps: int | None = 20
     usage_window: int = 50
+    decoder_only: bool = False
     save_steps: int = 0
     save_total_limit: int | None = 2
     resume_from_checkpoint: str | os.PathLike | None = None
@@ -163,6 +167,14 @@ class VQTrainConfig:
                              "image_batch_size > 0 or locality_weight=0.")  # fmt: skip
         if self.learning_rate == 0:
             raise ValueError("VQTrainConfig.learning_rate must be > 0, got 0.")
+        if not isinstance(self.decoder_only, bool):
+            raise ValueError(f"VQTrainConfig.decoder_only must be True or False, got {self.decoder_only!r}.")
+        if self.decoder_only and isinstance(self.model, Emu3VisionVQConfig):
+            raise ValueError("VQTrainConfig.decoder_only=True keeps the encoder and codebook as they are, but model is "
+                             "a fresh config; pass a trained VQ folder as model.")  # fmt: skip
+        if self.decoder_only and self.locality_weight:
+            raise ValueError("VQTrainConfig.locality_weight shapes the encoder, which decoder_only=True freezes; set "
+                             "locality_weight=0 or decoder_only=False.")  # fmt: skip
         if self.l1_weight + self.mse_weight == 0:
             raise ValueError("VQTrainConfig: l1_weight and mse_weight are both 0; the decoder would learn nothing.")
         if self.max_grad_norm is not None and not (isinstance(self.max_grad_norm, (int, float)) and
@@ -269,11 +281,12 @@ class _VQTrainer:
         torch.manual_seed(config.seed)
         self.sources = {kind: ExampleSource(data, kind, config.seed)
                         for kind, data in (("image", images), ("video", videos)) if data is not None}  # fmt: skip
-        self.model = _load_model(config).to(self.device).train()
-        self.model.requires_grad_(True)
+        self.model = _load_model(config).to(self.device)
+        self.train_mode()
+        trained = [p for p in self.model.parameters() if p.requires_grad]
         codebook = self.model.quantize.embedding.weight
-        decay = [p for p in self.model.parameters() if p.ndim >= 2 and p is not codebook]  # conv weights
-        rest = [p for p in self.model.parameters() if not (p.ndim >= 2 and p is not codebook)]
+        decay = [p for p in trained if p.ndim >= 2 and p is not codebook]  # conv weights
+        rest = [p for p in trained if not (p.ndim >= 2 and p is not codebook)]
         groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
         from transformers import get_cosine_schedule_with_warmup
 
@@ -286,6 +299,14 @@ class _VQTrainer:
         fresh = isinstance(config.model, Emu3VisionVQConfig)
         self.last_reset = torch.full((size,), _NEVER if fresh else 0, dtype=torch.int64)
         self.generator = torch.Generator().manual_seed(config.seed)  # draws of the latents that restart dead codes
+
+    def train_mode(self) -> None:
+        """Training mode on what trains; with ``decoder_only`` the encoder side stays frozen and in eval mode (its
+        BatchNorm statistics must not move, or the codes would)."""
+        model = self.model.train().requires_grad_(True)
+        if self.config.decoder_only:
+            for part in (model.encoder, model.quant_conv, model.quantize):
+                part.eval().requires_grad_(False)
 
     # --------------------------------------------------------------------------------------------- one step
     def _batches(self) -> list[torch.Tensor]:
@@ -329,7 +350,8 @@ class _VQTrainer:
             pool.append(out.latents.detach().permute(0, 1, 3, 4, 2).reshape(-1, out.latents.shape[2]))
             chosen.append(out.codes.flatten())
         limit = config.max_grad_norm or math.inf  # inf: measure the norm, clip nothing
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit))
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, limit))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
@@ -364,7 +386,7 @@ class _VQTrainer:
     @torch.no_grad()
     def _restart_dead_codes(self, step: int, latents: torch.Tensor) -> int:
         """Move the codes unused for ``dead_code_steps`` steps onto random latent vectors of this step."""
-        if self.config.dead_code_steps is None:
+        if self.config.dead_code_steps is None or self.config.decoder_only:
             return 0
         dead = torch.maximum(self.last_used, self.last_reset) <= step - self.config.dead_code_steps
         count = int(dead.sum())
