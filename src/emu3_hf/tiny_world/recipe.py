@@ -93,10 +93,17 @@ TINY_LM_SIZES = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6
                      num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
 
 
+def _specs_of(names: tuple[str, ...]) -> tuple[list, list]:
+    """(image specs, video specs) of the named splits, in order."""
+    splits = make_splits()
+    return ([spec for name in names for spec in splits.images[name]],
+            [spec for name in names for spec in splits.videos[name]])  # fmt: skip
+
+
 def vq_training_specs() -> tuple[tuple, tuple]:
     """(image specs, video specs) the VQ trains on: the ``train`` and ``lora`` splits."""
-    splits = make_splits()
-    return (splits.images["train"] + splits.images["lora"], splits.videos["train"] + splits.videos["lora"])
+    images, videos = _specs_of(("train", "lora"))
+    return tuple(images), tuple(videos)
 
 
 def _resume_point(output_dir: Path) -> str | None:
@@ -288,10 +295,7 @@ def tune_tiny_vq_decoder(
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
     output_dir = Path(output_dir)
-    splits = make_splits()
-    names = LM_SPLITS + ("lora",)
-    images = [spec for name in names for spec in splits.images[name]]
-    clips = [spec for name in names for spec in splits.videos[name]]
+    images, clips = _specs_of(LM_SPLITS + ("lora",))
     settings = dict(
         model=str(vq), output_dir=output_dir, max_steps=steps, image_batch_size=image_batch_size,
         video_batch_size=video_batch_size, learning_rate=learning_rate, warmup_steps=min(50, steps),
@@ -391,18 +395,16 @@ def lm_training_examples(copies: int = 8, seed: int = 0, split: str | tuple[str,
     if "heldout" in names or not names or set(names) - set(SPLIT_NAMES):
         raise ValueError(f"split must name one or more of {tuple(n for n in SPLIT_NAMES if n != 'heldout')} (the "
                          f"held-out compositions never train, TINY_WORLD.md), got {split!r}.")  # fmt: skip
-    splits = make_splits()
-    images = [spec for name in names for spec in splits.images[name]]
-    clips = [spec for name in names for spec in splits.videos[name]]
+    images, clips = _specs_of(names)
     rows: list[dict] = []
     if "text_to_image" in tasks:
         for image, caption in iter_image_examples(images, seed=seed, epochs=copies, jitter=jitter_targets):
             rows.append({"image": image, "video": None, "text": caption, "question": None, "answer": None})
     if "image_to_text" in tasks:
-        reads = itertools.chain(*(iter_image_examples(images, seed=seed + offset, epochs=count, jitter=jitter)
-                                  for offset, count, jitter in ((1, copies - clean_reads, True),
-                                                                (2, clean_reads, False)) if count))  # fmt: skip
-        for image, caption in reads:
+        rest = copies - clean_reads
+        jittered = iter_image_examples(images, seed=seed + 1, epochs=rest) if rest else ()
+        clean = iter_image_examples(images, seed=seed + 2, epochs=clean_reads, jitter=False) if clean_reads else ()
+        for image, caption in itertools.chain(jittered, clean):
             rows.append({"image": image, "video": None, "text": None, "question": CAPTION_QUESTION,
                          "answer": caption})  # fmt: skip
     if "text_to_video" in tasks:

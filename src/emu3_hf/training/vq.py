@@ -282,11 +282,11 @@ class _VQTrainer:
         self.sources = {kind: ExampleSource(data, kind, config.seed)
                         for kind, data in (("image", images), ("video", videos)) if data is not None}  # fmt: skip
         self.model = _load_model(config).to(self.device)
-        self.train_mode()
-        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self._train_mode()
+        self.trained = [p for p in self.model.parameters() if p.requires_grad]  # all, or the decoder side
         codebook = self.model.quantize.embedding.weight
-        decay = [p for p in trained if p.ndim >= 2 and p is not codebook]  # conv weights
-        rest = [p for p in trained if not (p.ndim >= 2 and p is not codebook)]
+        decay = [p for p in self.trained if p.ndim >= 2 and p is not codebook]  # conv weights
+        rest = [p for p in self.trained if not (p.ndim >= 2 and p is not codebook)]
         groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
         from transformers import get_cosine_schedule_with_warmup
 
@@ -300,7 +300,7 @@ class _VQTrainer:
         self.last_reset = torch.full((size,), _NEVER if fresh else 0, dtype=torch.int64)
         self.generator = torch.Generator().manual_seed(config.seed)  # draws of the latents that restart dead codes
 
-    def train_mode(self) -> None:
+    def _train_mode(self) -> None:
         """Training mode on what trains; with ``decoder_only`` the encoder side stays frozen and in eval mode (its
         BatchNorm statistics must not move, or the codes would)."""
         model = self.model.train().requires_grad_(True)
@@ -350,8 +350,7 @@ class _VQTrainer:
             pool.append(out.latents.detach().permute(0, 1, 3, 4, 2).reshape(-1, out.latents.shape[2]))
             chosen.append(out.codes.flatten())
         limit = config.max_grad_norm or math.inf  # inf: measure the norm, clip nothing
-        trained = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, limit))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trained, limit))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
