@@ -3,10 +3,11 @@
 These are floors, not the quality table (BENCHMARKS.md has that, from ``emu3 tiny-world eval`` on >= 200 prompts
 each): they exist so that a broken engine, grammar, tokenizer, VQ or adapter loader cannot pass CI. The model decodes
 greedily by default (its generation_config.json), so each score is one deterministic number; measured on the shipped
-weights (run F's LM and adapter, the stage-1c decoder): all five 0.91 (32 training captions), held-out pairs colour
-0.75 / position 1.00 (16), captions 0.59 (32 training images), clips direction 0.67 and background 1.00 (12 training
-clips; the decoder before stage 1c: 0.83 and 0.67), pink all five 0.00 -> 1.00 with the adapter (15 prompts; colour 0.33
--> 1.00: blends of other colours read as pink), and with it the 32 training captions' colour 1.00.
+weights (run I3: run F's LM finished by stage 2c, the stage-1c decoder, its pink adapter): all five 0.94 (32 training
+captions), held-out pairs colour 0.75 / position 1.00 (16), captions 1.00 (32 clean training images; before stage 2c
+0.59), clips direction 0.92 and background 1.00 (12 training clips; before stage 2c 0.67 and 1.00), pink all five 0.00 ->
+0.93 with the adapter (15 prompts; colour 0.27 -> 0.93: blends of other colours read as pink), and with it the 32
+training captions' colour 0.97.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def test_its_weights_are_stored_in_float16_and_computed_in_float32(pipe):
 def test_it_draws_what_the_prompt_asks(pipe):
     assert pipe.recommended_sampling() == {"guidance_scale": 1.0, "do_sample": False}
     report = score_text_to_image(pipe, TRAIN[::13][:32], seed=0, batch_size=16)
-    assert report["count"] == 32 and report["all"] >= 0.6, report
+    assert report["count"] == 32 and report["all"] >= 0.7, report
 
 
 def test_it_gets_colour_and_position_of_held_out_compositions(pipe):
@@ -64,7 +65,7 @@ def test_it_captions_images(pipe):
     chat = Emu3ChatPipeline(**pipe.components)
     chat.set_progress_bar_config(disable=True)
     report = score_captions(chat, TRAIN[1::13][:32], seed=0, batch_size=16)
-    assert report["count"] == 32 and report["exact"] >= 0.4, report
+    assert report["count"] == 32 and report["exact"] == report["clean"] >= 0.75, report
 
 
 def test_it_makes_clips_that_move_the_right_way(pipe):
@@ -74,7 +75,7 @@ def test_it_makes_clips_that_move_the_right_way(pipe):
     video.set_progress_bar_config(disable=True)
     clips = list(SPLITS.videos["train"])[::6][:12]
     report = score_videos(video, clips, seed=0, batch_size=12)
-    assert report["direction"] >= 0.5 and report["background"] >= 0.8, report
+    assert report["direction"] >= 0.6 and report["background"] >= 0.8, report
 
 
 def test_the_pink_adapter_teaches_pink_and_unloads(pipe):

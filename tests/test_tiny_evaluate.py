@@ -64,7 +64,16 @@ def test_generated_images_and_clips_are_scored_against_their_captions(exact):
 def test_captions_must_match_exactly(exact):
     specs = list(SPLITS.images["test"][:6])
     report = score_captions(_Reader(exact), specs, seed=0, batch_size=4)
-    assert report["count"] == 6 and report["exact"] == (1.0 if exact else 0.0)
+    assert report["count"] == 6 and report["exact"] == report["clean"] == (1.0 if exact else 0.0)
+    assert "jittered" not in report  # one pass: clean renders only
+
+
+def test_captions_are_read_off_clean_renders_first_then_jittered_ones():
+    """The reader knows only clean renders: it gets the first pass right and a jittered picture (almost) never."""
+    specs = list(SPLITS.images["test"][:6]) * 3
+    report = score_captions(_Reader(True), specs, seed=0, batch_size=4)
+    assert report["count"] == 18 and report["clean"] == 1.0 and report["jittered"] < 0.5
+    assert report["exact"] == pytest.approx((6 + 12 * report["jittered"]) / 18)
 
 
 class _LoraPainter(_Painter):

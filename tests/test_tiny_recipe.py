@@ -144,8 +144,20 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
         reads = reads.with_format(None)
         clean = [np.array_equal(np.asarray(row["image"]), render_image(parse_caption(row["answer"]))) for row in reads]
         assert len(reads) == 4 * count and clean_reads * count <= sum(clean) < (clean_reads + 1) * count
-    with pytest.raises(ValueError, match="clean_reads must be between 0 and copies"):
+    with pytest.raises(ValueError, match="clean_reads must be between 0 and the image-to-text copies"):
         lm_training_examples(copies=1, clean_reads=2)
+    # a number of copies per task: the mapping's keys are the tasks
+    mixed = lm_training_examples({"image_to_text": 3, "text_to_video": 2}, split="test", clean_reads=2)
+    mixed = mixed.select_columns(["question", "video"]).with_format(None)
+    assert sum(row["question"] is not None for row in mixed) == 3 * count
+    assert sum(row["video"] is not None for row in mixed) == 2 * len(splits.videos["test"]) == len(mixed) - 3 * count
+    with pytest.raises(ValueError, match="as the keys of `copies`"):
+        lm_training_examples({"image_to_text": 1}, tasks=("image_to_text",))
+    for bad in ({"image_to_text": 0}, {"text_to_image": 1.5}, {}):
+        with pytest.raises(ValueError, match="copies must be integers >= 1|non-empty subset"):
+            lm_training_examples(bad)
+    with pytest.raises(ValueError, match="clean_reads must be between 0 and the image-to-text copies \\(0\\)"):
+        lm_training_examples({"text_to_image": 1}, clean_reads=1)
     from emu3_hf.tiny_world.recipe import LM_SPLITS, _pink_mixture
 
     # pink examples plus one of each spec the base LM trains on (every base split, never the held-out pairs)
@@ -182,8 +194,9 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert (out / "vq" / "config.json").is_file() and (out / "pipeline" / "model_index.json").is_file()
     assert (out / "vq-decoder" / "config.json").is_file()
     assert (out / "pink-lora" / "adapter_config.json").is_file()
+    assert (out / "lm" / "model_index.json").is_file()  # stage 2b; stage 2c (the finish) wrote pipeline/
     printed = capsys.readouterr().out
-    assert "LM: 3 steps" in printed and "LoRA: 2 steps" in printed
+    assert "LM: 3 steps" in printed and "LM finish: 3 steps" in printed and "LoRA: 2 steps" in printed
     report = tmp_path / "report.json"
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--images", "3", "--heldout", "0",
                  "--captions", "2", "--videos", "1", "--splits", "train,test", "-o", str(report)]) == 0  # fmt: skip
@@ -201,6 +214,8 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert "splits must name one or more of ('train', 'validation', 'test')" in capsys.readouterr().err
     assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--copies", "0"]) == 2
     assert "--copies must be >= 1" in capsys.readouterr().err
+    assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--lm-finish-epochs", "-1"]) == 2
+    assert "--lm-finish-epochs >= 0" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
@@ -279,11 +294,11 @@ def test_the_locality_report_compares_background_codes_of_images_with_their_shap
 def test_the_train_command_defaults_are_the_recipe_constants():
     """emu3_cli cannot import the recipe (the command line answers before torch loads), so its literals are checked."""
     from emu3_cli import build_parser
-    from emu3_hf.tiny_world.recipe import LM_EPOCHS, VQ_CLIP_STEPS, VQ_DECODER_STEPS, VQ_IMAGE_STEPS
+    from emu3_hf.tiny_world.recipe import LM_EPOCHS, LM_FINISH_EPOCHS, VQ_CLIP_STEPS, VQ_DECODER_STEPS, VQ_IMAGE_STEPS
 
     args = build_parser().parse_args(["tiny-world", "train", "-o", "run"])
     assert (args.lm_epochs, args.vq_image_steps, args.vq_clip_steps) == (LM_EPOCHS, VQ_IMAGE_STEPS, VQ_CLIP_STEPS)
-    assert args.vq_decoder_steps == VQ_DECODER_STEPS
+    assert (args.vq_decoder_steps, args.lm_finish_epochs) == (VQ_DECODER_STEPS, LM_FINISH_EPOCHS)
 
 
 def test_stage_1c_tunes_the_decoder_on_clean_and_jittered_renders_of_what_the_lm_draws(tmp_path, monkeypatch):
@@ -314,3 +329,41 @@ def test_stage_1c_tunes_the_decoder_on_clean_and_jittered_renders_of_what_the_lm
         assert all(clean[0::2]) and sum(clean[1::2]) < len(wanted) // 2, kind  # clean, jittered, clean, ...
     with pytest.raises(ValueError, match="steps must be >= 1"):
         tune_tiny_vq_decoder("some-vq", tmp_path / "bad", steps=0)
+
+
+def test_stage_2c_finishes_the_lm_on_more_captions_mostly_clean_and_more_clips(tmp_path, monkeypatch):
+    """finish_tiny_lm's data: per copy of each LM_SPLITS spec, LM_FINISH_WEIGHTS examples per task, three of the four
+    image-to-text reads clean renders, shuffled, nothing held out or pink; a full-training continuation of the given
+    pipeline at the finishing learning rate."""
+    import emu3_hf.tiny_world.recipe as recipe
+    from emu3_hf.tiny_world import parse_caption, render_image
+
+    seen = {}
+
+    def recorder(model, output_dir, data, **settings):
+        seen.update(model=model, output_dir=output_dir, data=data, settings=settings)
+        return "result"
+
+    monkeypatch.setattr(recipe, "_train_lm", recorder)
+    assert recipe.finish_tiny_lm("stage-2b", tmp_path / "out", copies=2, show_progress=False) == "result"
+    assert (seen["model"], seen["output_dir"]) == ("stage-2b", tmp_path / "out")
+    assert seen["settings"]["learning_rate"] == recipe.LM_FINISH_LR < 2e-3
+    assert seen["settings"]["num_epochs"] == recipe.LM_FINISH_EPOCHS and seen["settings"]["seed"] == 1
+    assert recipe.LM_FINISH_WEIGHTS == {"text_to_image": 2, "image_to_text": 4, "text_to_video": 2}
+    assert recipe.LM_FINISH_CLEAN_READS == 3
+    splits = make_splits()
+    images = {spec.caption() for name in recipe.LM_SPLITS for spec in splits.images[name]}
+    clips = {spec.caption() for name in recipe.LM_SPLITS for spec in splits.videos[name]}
+    rows = list(seen["data"].with_format(None))
+    draws = [row for row in rows if row["text"] and row["video"] is None]
+    reads = [row for row in rows if row["question"]]
+    videos = [row["text"] for row in rows if row["video"] is not None]
+    assert len(draws) == 4 * len(images) and {row["text"] for row in draws} == images
+    assert len(reads) == 8 * len(images) and {row["answer"] for row in reads} == images
+    assert len(videos) == 4 * len(clips) and set(videos) == clips
+    clean = sum(np.array_equal(np.asarray(row["image"]), render_image(parse_caption(row["answer"]))) for row in reads)
+    assert 6 * len(images) <= clean < 7 * len(images)  # three clean reads per copy; a jitter is rarely zero
+    kinds = ["read" if row["question"] else "clip" if row["video"] is not None else "draw" for row in rows[:60]]
+    assert set(kinds) == {"read", "clip", "draw"}  # shuffled, not one task after another
+    with pytest.raises(ValueError, match="copies must be >= 1"):
+        recipe.finish_tiny_lm("stage-2b", tmp_path / "bad", copies=0)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .tiny_world.recipe import (build_base_pipeline, compact_codebook, train_pink_lora, train_tiny_lm,
-                                    train_tiny_vq, tune_tiny_vq_decoder)
+    from .tiny_world.recipe import (build_base_pipeline, compact_codebook, finish_tiny_lm, train_pink_lora,
+                                    train_tiny_lm, train_tiny_vq, tune_tiny_vq_decoder)
 
     for name in ("vq_image_steps", "copies", "lm_batch_size"):
         if getattr(args, name) < 1:
@@ -21,8 +21,9 @@ def _train(args: argparse.Namespace) -> int:
     for name in ("lm_max_steps", "lora_max_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    if args.lm_epochs <= 0:
-        raise ValueError(f"--lm-epochs must be > 0, got {args.lm_epochs}.")
+    if args.lm_epochs <= 0 or args.lm_finish_epochs < 0:
+        raise ValueError(f"--lm-epochs must be > 0 and --lm-finish-epochs >= 0, got {args.lm_epochs} and "
+                         f"{args.lm_finish_epochs}.")  # fmt: skip
     out = Path(args.output)
     vq = out / "vq"
     if not (vq / "config.json").is_file():  # stage 1 (resumes its newest checkpoint)
@@ -41,13 +42,21 @@ def _train(args: argparse.Namespace) -> int:
     base = out / "base"
     if not (base / "model_index.json").is_file():
         build_base_pipeline(compact, base, seed=args.seed)
-    options = dict(copies=args.copies, num_epochs=args.lm_epochs, batch_size=args.lm_batch_size, seed=args.seed,
-                   show_progress=args.show_progress)  # fmt: skip
-    if args.lm_max_steps is not None:
-        options.update(max_steps=args.lm_max_steps, warmup_steps=min(100, args.lm_max_steps))
-    result = train_tiny_lm(base, out / "pipeline", **options)
+    options = dict(batch_size=args.lm_batch_size, seed=args.seed, show_progress=args.show_progress)
+
+    def capped(warmup: int) -> dict:  # --lm-max-steps stops each LM stage, its warmup within it
+        steps = args.lm_max_steps
+        return options if steps is None else {**options, "max_steps": steps, "warmup_steps": min(warmup, steps)}
+
+    lm = out / "lm" if args.lm_finish_epochs else out / "pipeline"  # stage 2c, when run, writes pipeline/
+    result = train_tiny_lm(base, lm, copies=args.copies, num_epochs=args.lm_epochs, **capped(100))
     print(f"LM: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; pipeline in "
           f"{result.output_dir}")  # fmt: skip
+    if args.lm_finish_epochs:
+        result = finish_tiny_lm(lm, out / "pipeline", copies=args.copies, num_epochs=args.lm_finish_epochs,
+                                **capped(30))  # fmt: skip
+        print(f"LM finish: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; pipeline in "
+              f"{result.output_dir}")  # fmt: skip
     lora = {"show_progress": args.show_progress, "seed": args.seed}
     if args.lora_max_steps is not None:
         lora.update(max_steps=args.lora_max_steps, warmup_steps=min(20, args.lora_max_steps))

@@ -6,7 +6,7 @@ Every number is read off the outputs by the reference analyzer (:mod:`.analyze`)
   cycled with fresh seeds up to ``images`` prompts), each attribute and all five right;
 - ``heldout``: the same on the held-out (shape, colour) pairs (never in training);
 - ``captions``: the chat pipeline's answer to :data:`~emu3_hf.tiny_world.recipe.CAPTION_QUESTION` about clean and
-  jittered renders of those specs, exactly the canonical caption;
+  jittered renders of those specs, exactly the canonical caption (``exact``; ``clean`` and ``jittered`` apart);
 - ``video``: clips generated from the video captions of those splits: shape, colour, background, direction;
 - ``seconds_per_image``: one prompt at batch 1, the median of three, after a warm-up.
 
@@ -94,7 +94,9 @@ def score_text_to_image(pipe: Any, specs: list, *, seed: int, batch_size: int, *
 
 def score_captions(chat: Any, specs: list, *, seed: int, batch_size: int) -> dict[str, float]:
     """``chat`` (an ``Emu3ChatPipeline``)'s greedy answer to the caption question, exactly the caption; the first
-    pass over the specs uses clean renders, later passes jittered ones."""
+    pass over the specs uses clean renders (what ``TINY_WORLD.md`` evaluates: "no noise in the evaluation set"),
+    later passes jittered ones. Returns ``exact`` (all answers), ``clean`` (the first pass), ``jittered`` (the later
+    passes, when there are any) and ``count``."""
     from PIL import Image
 
     from .recipe import CAPTION_QUESTION
@@ -107,8 +109,12 @@ def score_captions(chat: Any, specs: list, *, seed: int, batch_size: int) -> dic
         images = [render_image(spec, jitter) for spec, jitter in zip(chunk, jitters)]
         out = chat([CAPTION_QUESTION] * len(chunk), images=[Image.fromarray(image) for image in images],
                    max_new_tokens=32)  # fmt: skip
-        hits += [{"exact": answer.strip() == spec.caption()} for answer, spec in zip(out.text, chunk)]
-    return aggregate_scores(hits)
+        hits += [answer.strip() == spec.caption() for answer, spec in zip(out.text, chunk)]
+    report = aggregate_scores({"exact": hit} for hit in hits)
+    for name, part in (("clean", hits[:distinct]), ("jittered", hits[distinct:])):
+        if part:
+            report[name] = sum(part) / len(part)
+    return report
 
 
 def score_videos(video: Any, specs: list, *, seed: int, batch_size: int, **sampling: Any) -> dict[str, float]:

@@ -32,6 +32,10 @@ to read): text-to-image, image-to-text (the chat layout, question :data:`CAPTION
 and text-to-video. ``validation`` and ``test`` were for choosing the recipe (BENCHMARKS.md, runs A-E); the shipped LM
 trains on them too, and the held-out pairs stay its unseen test.
 
+Stage 2c, the finish (:func:`finish_tiny_lm`): stage 2b's LM continued at a lower learning rate on a mixture that
+weighs captions (mostly read off clean renders) and clips more (:data:`LM_FINISH_WEIGHTS`); a caption is a small
+part of stage 2b's loss, and the LM reads far better once it sees more of them (BENCHMARKS.md, run I).
+
 Stage 3, the LoRA demo (:func:`train_pink_lora`): a PEFT LoRA adapter on the trained LM, from text-to-image examples
 of pink shapes mixed with a few base ones; :func:`~emu3_hf.tiny_world.evaluate.evaluate_lora` scores pink before and
 after, and the other colours with the adapter active.
@@ -49,6 +53,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +92,12 @@ TINY_GUIDANCE_SCALE, TINY_DO_SAMPLE = 1.0, False
 # world allows it, and the held-out pairs are its unseen test. With every split, 6 epochs were too few (0.41, run E).
 LM_SPLITS = ("train", "validation", "test")
 LM_EPOCHS = 12.0
+# Stage 2c (finish_tiny_lm; runs I1-I3 in BENCHMARKS.md): stage 2b's LM 2 more epochs at lr 5e-4 on a mixture that
+# weighs reading and clips more than stage 2b's equal copies of every task: per copy (8 by default) of a spec, two
+# text-to-image examples, four image-to-text ones (three of them reading the clean render) and two text-to-video ones.
+# Clean captions 0.65 -> 1.00, drawing 0.885 -> 0.95, clip direction 0.705 -> 0.915 (run I3).
+LM_FINISH_EPOCHS, LM_FINISH_LR = 2.0, 5e-4
+LM_FINISH_WEIGHTS, LM_FINISH_CLEAN_READS = {"text_to_image": 2, "image_to_text": 4, "text_to_video": 2}, 3
 BPE_VOCAB_SIZE = 400  # an upper bound: the captions' repeated pieces fill ~360 ranks
 # TINY_WORLD.md: "a Llama-style LM of ~5 M parameters (hidden 256, 6 layers)"
 TINY_LM_SIZES = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=4,
@@ -372,49 +383,79 @@ def build_base_pipeline(vq: Any, output_dir: str | os.PathLike, *, seed: int = 0
 TASKS = ("text_to_image", "image_to_text", "text_to_video")
 
 
-def lm_training_examples(copies: int = 8, seed: int = 0, split: str | tuple[str, ...] = "train",
-                         tasks: tuple[str, ...] = TASKS, jitter_targets: bool = False,
+def lm_training_examples(copies: int | Mapping[str, int] = 8, seed: int = 0, split: str | tuple[str, ...] = "train",
+                         tasks: tuple[str, ...] | None = None, jitter_targets: bool = False,
                          clean_reads: int = 0):  # fmt: skip
     """The LM's training mixture as a ``datasets.Dataset`` (columns image, video, text, question, answer): for each
-    spec of ``split`` (a split name or a tuple of them; never ``heldout``), ``copies`` examples for each of ``tasks``:
-    ``text_to_image`` (image + caption), ``image_to_text`` (image + :data:`CAPTION_QUESTION` + the caption as the
-    answer) and ``text_to_video`` (8 frames + caption). Of a spec's ``copies`` image-to-text examples, ``clean_reads``
-    read the clean render and the rest jittered ones (the recipe: 0; half of them, run H in BENCHMARKS.md, read clean
-    images' captions better, 0.90 against 0.65, but drew worse, 0.81 against 0.87). The pictures and clips the LM learns
-    to *draw* are clean ones unless ``jitter_targets``: a 2-pixel jitter changes many of the VQ's codes (its encoder
-    sees the whole image), which leaves the LM a target it cannot predict (measured with the 1024-code VQ: 2.7 nats per
-    visual token, pictures that mix several jitters)."""
+    spec of ``split`` (a split name or a tuple of them; never ``heldout``), ``copies`` examples for each of ``tasks``
+    (default: all of :data:`TASKS`): ``text_to_image`` (image + caption), ``image_to_text`` (image +
+    :data:`CAPTION_QUESTION` + the caption as the answer) and ``text_to_video`` (8 frames + caption). ``copies`` may
+    instead map each task to its own number (the tasks are then its keys; pass no ``tasks``), as the finishing stage
+    does (:func:`finish_tiny_lm`). Of a spec's image-to-text examples, ``clean_reads`` read the clean render and the
+    rest jittered ones (stage 2b: 0; half of them from scratch, run H in BENCHMARKS.md, read clean images' captions
+    better, 0.90 against 0.65, but drew worse, 0.81 against 0.87; stage 2c reads mostly clean). The pictures and
+    clips the LM learns to *draw* are clean ones unless ``jitter_targets``: a 2-pixel jitter changes many of the VQ's
+    codes (its encoder sees the whole image), which leaves the LM a target it cannot predict (measured with the
+    1024-code VQ: 2.7 nats per visual token, pictures that mix several jitters)."""
     import datasets
 
-    unknown = set(tasks) - set(TASKS)
-    if unknown or not tasks:
-        raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}.")
-    if not 0 <= clean_reads <= copies:
-        raise ValueError(f"clean_reads must be between 0 and copies ({copies}), got {clean_reads}.")
+    if isinstance(copies, Mapping):
+        if tasks is not None:
+            raise ValueError("Pass the tasks as the keys of `copies` (a mapping task -> copies), not as `tasks` too.")
+        counts = dict(copies)
+    else:
+        counts = dict.fromkeys(TASKS if tasks is None else tasks, copies)
+    unknown = set(counts) - set(TASKS)
+    if unknown or not counts:
+        raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(counts)}.")
+    if any(not isinstance(n, int) or n < 1 for n in counts.values()):
+        raise ValueError(f"copies must be integers >= 1, got {counts}.")
+    reads = counts.get("image_to_text", 0)
+    if not 0 <= clean_reads <= reads:
+        raise ValueError(f"clean_reads must be between 0 and the image-to-text copies ({reads}), got {clean_reads}.")
     names = (split,) if isinstance(split, str) else tuple(split)
     if "heldout" in names or not names or set(names) - set(SPLIT_NAMES):
         raise ValueError(f"split must name one or more of {tuple(n for n in SPLIT_NAMES if n != 'heldout')} (the "
                          f"held-out compositions never train, TINY_WORLD.md), got {split!r}.")  # fmt: skip
     images, clips = _specs_of(names)
     rows: list[dict] = []
-    if "text_to_image" in tasks:
-        for image, caption in iter_image_examples(images, seed=seed, epochs=copies, jitter=jitter_targets):
+    if "text_to_image" in counts:
+        for image, caption in iter_image_examples(images, seed=seed, epochs=counts["text_to_image"],
+                                                  jitter=jitter_targets):  # fmt: skip
             rows.append({"image": image, "video": None, "text": caption, "question": None, "answer": None})
-    if "image_to_text" in tasks:
-        rest = copies - clean_reads
+    if "image_to_text" in counts:
+        rest = reads - clean_reads
         jittered = iter_image_examples(images, seed=seed + 1, epochs=rest) if rest else ()
         clean = iter_image_examples(images, seed=seed + 2, epochs=clean_reads, jitter=False) if clean_reads else ()
         for image, caption in itertools.chain(jittered, clean):
             rows.append({"image": image, "video": None, "text": None, "question": CAPTION_QUESTION,
                          "answer": caption})  # fmt: skip
-    if "text_to_video" in tasks:
-        for frames, caption in iter_video_examples(clips, seed=seed, epochs=copies, jitter=jitter_targets):
+    if "text_to_video" in counts:
+        for frames, caption in iter_video_examples(clips, seed=seed, epochs=counts["text_to_video"],
+                                                   jitter=jitter_targets):  # fmt: skip
             rows.append({"image": None, "video": frames, "text": caption, "question": None, "answer": None})
     columns = {key: [row[key] for row in rows] for key in rows[0]}
     features = datasets.Features(image=datasets.Image(), video=datasets.Sequence(datasets.Image()),
                                  text=datasets.Value("string"), question=datasets.Value("string"),
                                  answer=datasets.Value("string"))  # fmt: skip
     return datasets.Dataset.from_dict(columns, features=features)
+
+
+def _train_lm(model: Any, output_dir: str | os.PathLike, data: Any, *, num_epochs: float, batch_size: int,
+              learning_rate: float, warmup_steps: int, seed: int, **overrides: Any):
+    """Full training of a pipeline folder's LM on ``data`` (the settings both LM stages share); resumes the newest
+    checkpoint in ``output_dir``."""
+    from ..training import TrainConfig, train
+
+    output_dir = Path(output_dir)
+    settings = dict(
+        model=str(model), data=data, output_dir=str(output_dir), lora=False, loss_on="auto", null_prompt_prob=0.1,
+        learning_rate=learning_rate, weight_decay=0.01, warmup_steps=warmup_steps, num_epochs=num_epochs,
+        per_device_batch_size=batch_size, save_steps=200, resume_from_checkpoint=_resume_point(output_dir),
+        report_to="none", seed=seed,
+    )  # fmt: skip
+    settings.update(overrides)
+    return train(TrainConfig(**settings))
 
 
 def train_tiny_lm(
@@ -432,18 +473,40 @@ def train_tiny_lm(
     """Stage 2b: train the base pipeline's LM from scratch on :func:`lm_training_examples`; the trained pipeline
     folder (with a model card) lands in ``output_dir``. Resumes the newest checkpoint there. Returns the
     :class:`~emu3_hf.training.TrainResult`."""
-    from ..training import TrainConfig, train
-
-    output_dir = Path(output_dir)
-    resume = _resume_point(output_dir)
-    settings = dict(
-        model=str(base), data=lm_training_examples(copies, seed, split), output_dir=str(output_dir), lora=False,
-        loss_on="auto", null_prompt_prob=0.1, learning_rate=learning_rate, weight_decay=0.01,
-        warmup_steps=100, num_epochs=num_epochs, per_device_batch_size=batch_size, save_steps=200,
-        resume_from_checkpoint=resume, report_to="none", seed=seed,
-    )  # fmt: skip
+    settings = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=100,
+                    seed=seed)  # fmt: skip
     settings.update(overrides)
-    return train(TrainConfig(**settings))
+    return _train_lm(base, output_dir, lm_training_examples(copies, seed, split), **settings)
+
+
+def finish_tiny_lm(
+    pipeline: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    copies: int = 8,
+    num_epochs: float = LM_FINISH_EPOCHS,
+    batch_size: int = 32,
+    learning_rate: float = LM_FINISH_LR,
+    seed: int = 0,
+    **overrides: Any,
+):
+    """Stage 2c: continue stage 2b's trained LM (the pipeline folder ``pipeline``) into ``output_dir`` at a lower
+    learning rate, on a mixture that weighs what stage 2b learnt least: for each spec of :data:`LM_SPLITS`,
+    ``copies`` times :data:`LM_FINISH_WEIGHTS` examples per task, :data:`LM_FINISH_CLEAN_READS` per copy of the
+    image-to-text ones reading the clean render (fresh renders: seed ``seed + 1``). An answer is 14 tokens
+    with its EOS, against a picture's 79 and a clip's 152, so in stage 2b's mixture reading gets 9% of the loss, and
+    the shape word a fourteenth of that; the LM can learn it (it fits 48 clean reads in 60 steps) when it sees it
+    more. Resumes the newest checkpoint there.
+    Returns the :class:`~emu3_hf.training.TrainResult`."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}.")
+    counts = {task: weight * copies for task, weight in LM_FINISH_WEIGHTS.items()}
+    data = lm_training_examples(counts, seed + 1, LM_SPLITS, clean_reads=LM_FINISH_CLEAN_READS * copies)
+    data = data.shuffle(seed=seed + 1)
+    settings = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=30,
+                    seed=seed + 1)  # fmt: skip
+    settings.update(overrides)
+    return _train_lm(pipeline, output_dir, data, **settings)
 
 
 def _pink_mixture(copies: int, base_copies: int, seed: int):
@@ -491,6 +554,10 @@ __all__ = [
     "BPE_VOCAB_SIZE",
     "CAPTION_QUESTION",
     "LM_EPOCHS",
+    "LM_FINISH_CLEAN_READS",
+    "LM_FINISH_EPOCHS",
+    "LM_FINISH_LR",
+    "LM_FINISH_WEIGHTS",
     "LM_SPLITS",
     "TINY_DO_SAMPLE",
     "TINY_GUIDANCE_SCALE",
@@ -509,6 +576,7 @@ __all__ = [
     "build_tiny_tokenizer",
     "caption_corpus",
     "compact_codebook",
+    "finish_tiny_lm",
     "lm_training_examples",
     "tiny_lm_config",
     "train_pink_lora",
