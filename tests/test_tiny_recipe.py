@@ -216,6 +216,13 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     assert "--copies must be >= 1" in capsys.readouterr().err
     assert main(["tiny-world", "train", "-o", str(tmp_path / "bad"), "--lm-finish-epochs", "-1"]) == 2
     assert "--lm-finish-epochs >= 0" in capsys.readouterr().err
+    # a run folder keeps one layout: this one finishes its LM (lm/ holds stage 2b), so it cannot train without stage 2c
+    assert main([*args, "--lm-finish-epochs", "0"]) == 2
+    assert "finishes its LM in stage 2c" in capsys.readouterr().err
+    old = tmp_path / "old-run"  # a run from before stage 2c: pipeline/ is stage 2b's, and there is no lm/
+    (old / "pipeline").mkdir(parents=True)
+    assert main(["tiny-world", "train", "-o", str(old), "--quiet"]) == 2
+    assert "without the finishing stage" in capsys.readouterr().err and not (old / "vq").exists()
     assert not (tmp_path / "bad").exists()
 
 

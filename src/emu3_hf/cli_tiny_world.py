@@ -25,6 +25,14 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--lm-epochs must be > 0 and --lm-finish-epochs >= 0, got {args.lm_epochs} and "
                          f"{args.lm_finish_epochs}.")  # fmt: skip
     out = Path(args.output)
+    # pipeline/ is stage 2b's output without stage 2c and stage 2c's with it: a run folder keeps one layout
+    if args.lm_finish_epochs and (out / "pipeline").exists() and not (out / "lm").exists():
+        raise ValueError(f"{out / 'pipeline'} holds an LM trained without the finishing stage (there is no "
+                         f"{out / 'lm'}): move that folder to {out / 'lm'} to finish it, or pass "
+                         "--lm-finish-epochs 0.")  # fmt: skip
+    if not args.lm_finish_epochs and (out / "lm").exists():
+        raise ValueError(f"{out} finishes its LM in stage 2c ({out / 'lm'} exists): drop --lm-finish-epochs 0 or "
+                         "train into a new folder.")  # fmt: skip
     vq = out / "vq"
     if not (vq / "config.json").is_file():  # stage 1 (resumes its newest checkpoint)
         train_tiny_vq(vq, image_steps=args.vq_image_steps, clip_steps=args.vq_clip_steps, seed=args.seed,
