@@ -87,9 +87,10 @@ CAPTION_QUESTION = "Describe the image."  # TINY_WORLD.md, "Understanding"
 # and greedy decoding far better than sampling (32 training prompts, all five right: 0.91 against 0.34).
 TINY_GUIDANCE_SCALE, TINY_DO_SAMPLE = 1.0, False
 # What the LM trains on: every base split (train + validation + test; the held-out pairs and pink never train), 12
-# epochs (run F in BENCHMARKS.md, the shipped model). Trained on `train` only (run D) it drew its training captions
-# right (all five 0.85) but not the unseen ones (0.14): it does not compose, so the shipped LM learns every caption the
-# world allows it, and the held-out pairs are its unseen test. With every split, 6 epochs were too few (0.41, run E).
+# epochs (run F in BENCHMARKS.md, the shipped LM before stage 2c). Trained on `train` only (run D) it drew its training
+# captions right (all five 0.85) but not the unseen ones (0.14): it does not compose, so the shipped LM learns every
+# caption the world allows it, and the held-out pairs are its unseen test. With every split, 6 epochs were too few
+# (0.41, run E).
 LM_SPLITS = ("train", "validation", "test")
 LM_EPOCHS = 12.0
 # Stage 2c (finish_tiny_lm; runs I1-I3 in BENCHMARKS.md): stage 2b's LM 2 more epochs at lr 5e-4 on a mixture that
