@@ -494,11 +494,10 @@ def finish_tiny_lm(
     """Stage 2c: continue stage 2b's trained LM (the pipeline folder ``pipeline``) into ``output_dir`` at a lower
     learning rate, on a mixture that weighs what stage 2b learnt least: for each spec of :data:`LM_SPLITS`,
     ``copies`` times :data:`LM_FINISH_WEIGHTS` examples per task, :data:`LM_FINISH_CLEAN_READS` per copy of the
-    image-to-text ones reading the clean render (fresh renders: seed ``seed + 1``). An answer is 14 tokens
-    with its EOS, against a picture's 79 and a clip's 152, so in stage 2b's mixture reading gets 9% of the loss, and
-    the shape word a fourteenth of that; the LM can learn it (it fits 48 clean reads in 60 steps) when it sees it
-    more. Resumes the newest checkpoint there.
-    Returns the :class:`~emu3_hf.training.TrainResult`."""
+    image-to-text ones reading the clean render (fresh renders: seed ``seed + 1``). An answer is 14 tokens with its
+    EOS, against a picture's 79 and a clip's 152, so in stage 2b's mixture reading gets 9% of the loss, and the shape
+    word a fourteenth of that; the LM can learn it (it fits 48 clean reads in 60 steps) when it sees it more. Resumes
+    the newest checkpoint there. Returns the :class:`~emu3_hf.training.TrainResult`."""
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}.")
     counts = {task: weight * copies for task, weight in LM_FINISH_WEIGHTS.items()}
