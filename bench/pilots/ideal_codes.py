@@ -9,9 +9,10 @@ and read by the analyzer. About 17 minutes on the 2-core CPU.
 
 usage (from the repo root): python bench/pilots/ideal_codes.py OUT [DROP_P] [EPOCHS] [first|last|far] [EXTRA 0|1] [WD]
   DROP_P: per training caption, the chance to drop the colour word and (independently) to say "shape" for the shape
+  SEED (environment, default 0): the LM's initialisation and data order
   EXTRA=1: also hold out (circle, red), (square, blue), (triangle, yellow), (circle, green)
 """
-import sys, json, random, time
+import sys, json, random, time, os
 import numpy as np, torch
 torch.set_num_threads(2)
 from emu3_hf.tiny_world.world import all_image_specs, PALETTE
@@ -103,14 +104,13 @@ synth = datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in rows[0]}, f
 trainer_mod.tokenize_dataset = lambda examples, processor, cache, **kw: synth
 dummy = datasets.Dataset.from_dict({"image": [None] * len(rows), "text": [r["text"] for r in rows]})
 
-import os
 base = out + "-base"
 if not os.path.isdir(base):
     cfg = Emu3VisionVQConfig.from_pretrained("src/emu3_hf/assets/emu3-tiny/vq_model"); cfg.codebook_size = 1024
     torch.manual_seed(0)
-    build_base_pipeline(Emu3VisionVQModel(cfg), base)
+    build_base_pipeline(Emu3VisionVQModel(cfg), base, seed=int(os.environ.get('SEED', 0)))
 t = time.time()
-_train_lm(base, out, dummy, num_epochs=epochs, batch_size=32, learning_rate=2e-3, warmup_steps=100, seed=0, show_progress=False, weight_decay=wd)
+_train_lm(base, out, dummy, num_epochs=epochs, batch_size=32, learning_rate=2e-3, warmup_steps=100, seed=int(os.environ.get('SEED', 0)), show_progress=False, weight_decay=wd)
 print("train s", round(time.time() - t), flush=True)
 
 from emu3_hf.pipelines import Emu3Pipeline
