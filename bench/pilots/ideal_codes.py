@@ -7,9 +7,10 @@ cell ("far"); or the shape's colour alone at (0,0) and the background's code in 
 package's trainer (its VQ-encoding step replaced by the made-up codes); then the generated grids are painted exactly
 and read by the analyzer. About 17 minutes on the 2-core CPU.
 
-usage (from the repo root): python bench/pilots/ideal_codes.py OUT [DROP_P] [EPOCHS] [first|last|far] [EXTRA 0|1] [WD]
+usage (from the repo root): python bench/pilots/ideal_codes.py OUT [DROP_P] [EPOCHS] [first|last|far|split] [EXTRA 0|1] [WD]
   DROP_P: per training caption, the chance to drop the colour word and (independently) to say "shape" for the shape
   SEED (environment, default 0): the LM's initialisation and data order
+  LM=small (environment): the spec's ~2 M-parameter LM (hidden 192, 4 layers) instead of the recipe's ~5 M one
   EXTRA=1: also hold out (circle, red), (square, blue), (triangle, yellow), (circle, green)
 """
 import sys, json, random, time, os
@@ -47,13 +48,14 @@ def cells(spec):
                 g[i, j] = 0
             else:
                 g[i, j] = patterns.setdefault(key, len(patterns) + 1)
-    h = HEADER0 + pairs.index((spec.color, spec.background))
     if mode == "split":  # the shape's colour alone at (0,0), the background's code in every empty cell
         g[g == 0] = BG0 + BACKS.index(spec.background)
         g[0, 0] = HEADER0 + COLS.index(spec.color)
-    elif mode == "first": g[0, 0] = h
-    elif mode == "last": g[7, 7] = h
-    else: g[g == 0] = h
+    else:
+        h = HEADER0 + pairs.index((spec.color, spec.background))
+        if mode == "first": g[0, 0] = h
+        elif mode == "last": g[7, 7] = h
+        else: g[g == 0] = h
     return g
 grids = {s: cells(s) for s in specs_all}
 assert len(patterns) < HEADER0, len(patterns)
@@ -108,7 +110,8 @@ base = out + "-base"
 if not os.path.isdir(base):
     cfg = Emu3VisionVQConfig.from_pretrained("src/emu3_hf/assets/emu3-tiny/vq_model"); cfg.codebook_size = 1024
     torch.manual_seed(0)
-    build_base_pipeline(Emu3VisionVQModel(cfg), base, seed=int(os.environ.get('SEED', 0)))
+    small = dict(hidden_size=192, intermediate_size=528, num_hidden_layers=4) if os.environ.get("LM") == "small" else {}
+    build_base_pipeline(Emu3VisionVQModel(cfg), base, seed=int(os.environ.get('SEED', 0)), **small)
 t = time.time()
 _train_lm(base, out, dummy, num_epochs=epochs, batch_size=32, learning_rate=2e-3, warmup_steps=100, seed=int(os.environ.get('SEED', 0)), show_progress=False, weight_decay=wd)
 print("train s", round(time.time() - t), flush=True)

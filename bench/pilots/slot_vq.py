@@ -14,7 +14,7 @@ import sys, json, math, random, time
 import numpy as np, torch, torch.nn.functional as F
 torch.set_num_threads(2)
 from emu3_hf.modeling.modeling_emu3visionvq import Emu3VisionVQModel
-from emu3_hf.training.vq import vq_forward
+from emu3_hf.training.vq import vq_forward, VQForward
 from emu3_hf.tiny_world.world import ImageSpec, SHAPE_COLORS, LORA_COLOR
 from emu3_hf.tiny_world.render import render_image, Jitter
 from emu3_hf.tiny_world.recipe import vq_training_specs
@@ -90,8 +90,7 @@ if steps:
             mixed[8:, :, :, 0, 0] = st[8:, :, :, 0, 0]
             mixed = mixed.transpose(1, 2)
             rec = model.decoder(model.post_quant_conv(mixed), mixed, first_frame_only=True)[:, 0]
-            from types import SimpleNamespace
-            o = SimpleNamespace(reconstruction=rec, latents=lat, quantized=qv, codes=codes)
+            o = VQForward(reconstruction=rec, latents=lat, quantized=qv, codes=codes)
         else:
             o = vq_forward(model, x)
         err = o.reconstruction - x
@@ -99,9 +98,11 @@ if steps:
         loss = loss + F.mse_loss(o.quantized, o.latents.detach()) + 0.25 * F.mse_loss(o.latents, o.quantized.detach())
         z, zr = o.latents[:8, 0], o.latents[8:, 0]
         inv = (z - zr).square().sum(1)[:, keep].mean() / z.detach().square().sum(1).mean().clamp_min(1e-12)
-        q, qr = o.quantized[:8, 0].detach(), o.quantized[8:, 0].detach()
-        xc = ((zr - q).square().sum(1)[:, keep].mean() + (z - qr).square().sum(1)[:, keep].mean()) / q.shape[1]
-        (loss + weight * inv + cross * xc).backward()
+        if cross:
+            q, qr = o.quantized[:8, 0].detach(), o.quantized[8:, 0].detach()
+            xc = ((zr - q).square().sum(1)[:, keep].mean() + (z - qr).square().sum(1)[:, keep].mean()) / q.shape[1]
+            loss = loss + cross * xc
+        (loss + weight * inv).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         with torch.no_grad():
