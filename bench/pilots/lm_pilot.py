@@ -14,8 +14,7 @@ import sys, json, random, time, os
 import torch
 torch.set_num_threads(2)
 from emu3_hf.tiny_world.recipe import LM_SPLITS, build_base_pipeline, lm_training_examples, _train_lm
-from emu3_hf.tiny_world.evaluate import _load, score_text_to_image
-from emu3_hf.tiny_world.splits import make_splits
+from pilot_scoring import print_held_and_seen
 from emu3_hf.tiny_world.world import SHAPES, SHAPE_COLORS
 
 vq, out = sys.argv[1], sys.argv[2]
@@ -44,10 +43,4 @@ t = time.time()
 _train_lm(base, out, data, num_epochs=epochs, batch_size=32, learning_rate=2e-3, warmup_steps=100, seed=0,
           show_progress=False)
 print("train s", round(time.time() - t), flush=True)
-world = make_splits()
-held = list(world.images["heldout"]); seen = [s for n in ("test", "validation") for s in world.images[n]][:80]
-pipe = _load(out, "cpu")
-with torch.no_grad():
-    for name, group, seed in (("held", held, 10**6), ("seen", seen, 0)):
-        print(name, json.dumps(score_text_to_image(pipe, group, seed=seed, batch_size=16, guidance_scale=1.0,
-                                                   do_sample=False)), flush=True)
+print_held_and_seen(out)

@@ -23,7 +23,7 @@ from emu3_hf.modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from emu3_hf.tiny_world.world import ImageSpec, SHAPES, SHAPE_COLORS
 from emu3_hf.tiny_world.render import render_image, shape_mask
 from emu3_hf.tiny_world.recipe import LM_SPLITS, build_base_pipeline, _train_lm
-from emu3_hf.tiny_world.evaluate import _load, score_text_to_image
+from pilot_scoring import print_held_and_seen
 from emu3_hf.tiny_world.analyze import score_image, aggregate_scores
 from emu3_hf.tiny_world.splits import make_splits
 
@@ -100,9 +100,4 @@ t = time.time()
 _train_lm(base, out, dummy, num_epochs=epochs, batch_size=32, learning_rate=2e-3, warmup_steps=100, seed=seed,
           show_progress=False)
 print("train s", round(time.time() - t), flush=True)
-held = list(world.images["heldout"]); seen = [s for n in ("test", "validation") for s in world.images[n]][:80]
-pipe = _load(out, "cpu")
-with torch.no_grad():
-    for name, group, score_seed in (("held", held, 10**6), ("seen", seen, 0)):
-        print(name, json.dumps(score_text_to_image(pipe, group, seed=score_seed, batch_size=16, guidance_scale=1.0,
-                                                   do_sample=False)), flush=True)
+print_held_and_seen(out)
