@@ -249,6 +249,64 @@ def test_bad_metadata_is_named(processor, image_folder, tmp_path, line, error, m
         tokenize_dataset(folder, processor, tmp_path / "cache", show_progress=False)
 
 
+def _mixed_rows(processor, image_folder):
+    """Two images and two already tokenized rows (an image grid and a clip grid) in one dataset."""
+    import datasets
+
+    with Image.open(image_folder / "red0.png") as image:
+        red = image.convert("RGB")
+    with Image.open(image_folder / "blue0.png") as image:
+        blue = image.convert("RGB")
+    size = processor.vq_model.config.codebook_size
+    return datasets.Dataset.from_dict({
+        "image": [red, None, blue, None],
+        "codes": [None, list(range(16)), None, [size - 1] * 32],
+        "grid": [None, [0, 4, 4], None, [2, 4, 4]],
+        "text": ["a red square", "made-up codes", "a blue square", "a made-up clip"],
+    })  # fmt: skip
+
+
+def test_already_tokenized_rows_are_kept_and_the_images_encoded(processor, image_folder, tmp_path):
+    rows = _mixed_rows(processor, image_folder)
+    cached = tokenize_dataset(rows, processor, tmp_path / "cache", batch_size=2, show_progress=False)
+    for row, source in zip(cached, rows):
+        if source["codes"] is None:
+            expected = processor.encode_images([source["image"]])[0]
+            assert row["grid"] == [0, *expected.shape] and row["codes"] == expected.flatten().tolist()
+        else:
+            assert row["grid"] == source["grid"] and row["codes"] == source["codes"]
+        assert row["text"] == source["text"]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (dict(codes=[None, list(range(15)), None, [0] * 32]), "needs 16 codes, got 15"),
+        (dict(codes=[None, [-1] * 16, None, [0] * 32]), r"must lie in \[0, "),
+        (dict(grid=[None, [4, 4], None, [2, 4, 4]]), r"grid must be \[T, h, w\]"),
+        (dict(image=["red", None, None, None]), "has codes and an image"),
+        (dict(codes=[None, list(range(16)), None, None], grid=[None, [0, 4, 4], None, None]), "Row 3 has no image"),
+    ],
+)
+def test_bad_tokenized_rows_are_named_before_any_encoding(processor, image_folder, tmp_path, monkeypatch, change,
+                                                          match):  # fmt: skip
+    import datasets
+
+    rows = _mixed_rows(processor, image_folder).to_dict()
+    if "image" in change:  # a red square where row 1 already has codes
+        change = dict(image=[rows["image"][0], rows["image"][0], rows["image"][2], None])
+    rows.update(change)
+    calls = []
+    monkeypatch.setattr(type(processor.vq_model), "encode", lambda self, *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match=match):
+        tokenize_dataset(datasets.Dataset.from_dict(rows), processor, tmp_path / "cache", show_progress=False)
+    assert calls == []
+    no_grid = datasets.Dataset.from_dict({k: v for k, v in _mixed_rows(processor, image_folder).to_dict().items()
+                                          if k != "grid"})  # fmt: skip
+    with pytest.raises(ValueError, match="needs a `grid` column"):
+        tokenize_dataset(no_grid, processor, tmp_path / "cache2", show_progress=False)
+
+
 # ------------------------------------------------------------------------------------------------------- training
 def vision_loss(lm, processor, folder: Path) -> float:
     """The mean next-token loss on the visual tokens of every captioned image in ``folder`` (an independent build

@@ -7,7 +7,8 @@ Sources (:func:`load_examples`):
   understanding (image + question -> answer);
 - a folder written by ``Dataset.save_to_disk``, or any ``datasets.Dataset`` with the columns ``image`` + ``text``
   (text-to-image), ``video`` + ``text`` (text-to-video; a list of frames or a file path), or ``image`` +
-  ``question`` + ``answer`` (understanding).
+  ``question`` + ``answer`` (understanding). A row may instead come already tokenized: ``codes`` (the VQ's ids,
+  flat) and ``grid`` (``[T, h, w]``, ``T = 0`` for an image) in place of its image or clip; it is kept as it is.
 
 :func:`tokenize_dataset` runs the VQ over the images in batches (images of one processed size together), with a
 progress bar, and saves chunks under ``cache_dir`` as it goes (each chunk written atomically): an interrupted run
@@ -86,8 +87,11 @@ def load_examples(source: Any) -> Any:
     if isinstance(source, datasets.DatasetDict):
         raise ValueError(f"Got a DatasetDict with splits {list(source)}: pass one split, e.g. dataset['train'].")
     columns = set(source.column_names)
-    if not columns & {"image", "video"}:
-        raise ValueError(f"The dataset needs an `image` or `video` column; it has {sorted(columns)}.")
+    if not columns & {"image", "video", "codes"}:
+        raise ValueError(f"The dataset needs an `image`, `video` or `codes` column; it has {sorted(columns)}.")
+    if "codes" in columns and "grid" not in columns:
+        raise ValueError("A `codes` column (already tokenized rows) needs a `grid` column too: [T, h, w] per row, "
+                         "T = 0 for an image.")
     if "text" not in columns and not {"question", "answer"} <= columns:
         raise ValueError(f"The dataset needs a `text` column, or `question` and `answer`; it has {sorted(columns)}.")
     return source
@@ -151,11 +155,41 @@ def _features(datasets):
     return datasets.Features(codes=ints, grid=ints, text=text, question=text, answer=text)
 
 
+def _check_pretokenized(examples: Any, codebook_size: int) -> None:
+    """Every already tokenized row (``codes`` + ``grid``) is whole and in the VQ's range; every other row has an image
+    or a clip. Raises ValueError naming the first bad row, before any encoding."""
+    if "codes" not in examples.column_names:
+        return
+    media = [c for c in ("image", "video") if c in examples.column_names]
+    table = examples.select_columns(["codes", "grid", *media]).with_format(None)
+    for number, row in enumerate(table):
+        codes, grid = row["codes"], row["grid"]
+        has_media = any(row[c] is not None for c in media)
+        if codes is None:
+            if not has_media:
+                raise ValueError(f"Row {number} has no image, clip or codes.")
+            continue
+        if has_media:
+            raise ValueError(f"Row {number} has codes and an image or clip: give one of them.")
+        if grid is None or len(grid) != 3 or min(grid) < 0 or min(grid[1:]) < 1:
+            raise ValueError(f"Row {number}: grid must be [T, h, w] (T = 0 for an image, h, w >= 1), got {grid}.")
+        size = max(grid[0], 1) * grid[1] * grid[2]
+        if len(codes) != size:
+            raise ValueError(f"Row {number}: grid {grid} needs {size} codes, got {len(codes)}.")
+        if codes and (min(codes) < 0 or max(codes) >= codebook_size):
+            raise ValueError(f"Row {number}: codes must lie in [0, {codebook_size}) (the VQ's codebook), got "
+                             f"{min(codes)}..{max(codes)}.")
+
+
 def _encode_chunk(rows: list[dict], processor: Any, batch_size: int, bar) -> list[dict]:
     vq = processor.vq_model
     out: list[dict | None] = [None] * len(rows)
     by_size: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
     for i, row in enumerate(rows):
+        if row.get("codes") is not None:  # already tokenized: kept as it is
+            out[i] = {"codes": list(row["codes"]), "grid": list(row["grid"])}
+            bar.update(1)
+            continue
         if row.get("video") is not None:
             codes = processor.encode_video(_open_video(row["video"]))  # (T, h, w)
             out[i] = {"codes": codes.flatten().tolist(), "grid": list(codes.shape)}
@@ -187,14 +221,16 @@ def tokenize_dataset(
     show_progress: bool = True,
 ) -> Any:
     """VQ codes for every example, cached in ``cache_dir`` (resumable; reused when the same examples, VQ and image
-    processor come again). ``processor`` is an :class:`~emu3_hf.Emu3MultimodalProcessor` built with its
-    ``vq_model``. Returns the ``datasets.Dataset`` of codes."""
+    processor come again); rows given as ``codes`` + ``grid`` are checked against the VQ's codebook and kept as they
+    are. ``processor`` is an :class:`~emu3_hf.Emu3MultimodalProcessor` built with its ``vq_model``. Returns the
+    ``datasets.Dataset`` of codes."""
     datasets = _datasets()
     if getattr(processor, "vq_model", None) is None:
         raise ValueError("tokenize_dataset needs the processor's vq_model (Emu3MultimodalProcessor(..., vq_model=vq)).")
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}.")
     examples = load_examples(examples)
+    _check_pretokenized(examples, processor.vq_model.config.codebook_size)
     cache = Path(cache_dir)
     key = {"format": CACHE_FORMAT, "fingerprint": _fingerprint(examples, processor), "rows": len(examples),
            "chunk_size": chunk_size}  # fmt: skip
@@ -234,7 +270,7 @@ def _tokenize_chunks(examples: Any, processor: Any, cache: Path, chunk_size: int
     starts = range(0, len(examples), chunk_size)
     chunk_dirs = [cache / f"chunk-{i // chunk_size:05d}" for i in starts]
     done = sum(min(chunk_size, len(examples) - s) for s, d in zip(starts, chunk_dirs) if d.is_dir())
-    columns = [c for c in ("image", "video", "text", "question", "answer") if c in examples.column_names]
+    columns = [c for c in ("image", "video", "codes", "grid", "text", "question", "answer") if c in examples.column_names]
     with tqdm(total=len(examples), initial=done, desc="VQ tokenizing", unit="example", disable=not show) as bar:
         for start, folder in zip(starts, chunk_dirs):
             if folder.is_dir():
