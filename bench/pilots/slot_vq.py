@@ -20,6 +20,7 @@ from emu3_hf.tiny_world.render import render_image, Jitter
 from emu3_hf.tiny_world.recipe import vq_training_specs
 from emu3_hf.tiny_world.splits import make_splits
 from emu3_hf.tiny_world.analyze import score_image, aggregate_scores
+from pilot_pictures import tensor
 
 out, steps, weight = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 lr = float(sys.argv[4]) if len(sys.argv) > 4 else 5e-4
@@ -31,7 +32,6 @@ COLORS = (*SHAPE_COLORS, LORA_COLOR)
 model = Emu3VisionVQModel.from_pretrained(start).to(torch.float32)
 specs = list(vq_training_specs()[0])
 rng = np.random.default_rng(0); pyr = random.Random(0)
-def tensor(images): return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 def recolour(spec):
     choices = [c for c in COLORS if c != spec.color and c != spec.background and (spec.shape, c) not in HELD]
     return ImageSpec(spec.shape, pyr.choice(choices), spec.size, spec.position, spec.background)

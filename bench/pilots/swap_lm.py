@@ -14,16 +14,15 @@ usage (from the repo root): python bench/pilots/swap_lm.py VQ OUT [P] [EPOCHS]
   SEED (environment, default 0): the LM's initialisation, data order and the augmentation draws
   LM=small (environment): the spec's ~2 M-parameter LM (hidden 192, 4 layers) instead of the recipe's ~5 M one
 """
-import sys, json, random, time, os
+import sys, json, random, os
 import numpy as np, torch
 torch.set_num_threads(2)
-import datasets
-import emu3_hf.training.trainer as trainer_mod
 from emu3_hf.modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from emu3_hf.tiny_world.world import ImageSpec, SHAPES, SHAPE_COLORS
-from emu3_hf.tiny_world.render import render_image, shape_mask
-from emu3_hf.tiny_world.recipe import LM_SPLITS, build_base_pipeline, _train_lm
-from pilot_scoring import print_held_and_seen
+from emu3_hf.tiny_world.render import render_image
+from emu3_hf.tiny_world.recipe import LM_SPLITS
+from pilot_scoring import print_held_and_seen, train_on_grids
+from pilot_pictures import touched
 from emu3_hf.tiny_world.analyze import score_image, aggregate_scores
 from emu3_hf.tiny_world.splits import make_splits
 
@@ -37,10 +36,6 @@ vq = Emu3VisionVQModel.from_pretrained(vq_dir).eval()
 world = make_splits()
 train_specs = [s for n in LM_SPLITS for s in world.images[n]]
 assert not any((s.shape, s.color) in HELD for s in train_specs)
-
-
-def touched(spec):
-    return torch.from_numpy(shape_mask(spec.shape, spec.pixels, spec.center).reshape(8, 8, 8, 8).any(axis=(1, 3)))
 
 
 codes = {}
@@ -86,18 +81,5 @@ with torch.no_grad():
     pictures = ((pictures.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     print("augmented", len(augmented), "of", len(rows), "decode right:",
           json.dumps(aggregate_scores([score_image(i, s) for i, (s, _) in zip(pictures, sample)])), flush=True)
-features = datasets.Features(codes=datasets.Sequence(datasets.Value("int64")),
-                             grid=datasets.Sequence(datasets.Value("int64")), text=datasets.Value("string"),
-                             question=datasets.Value("string"), answer=datasets.Value("string"))
-synth = datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in rows[0]}, features=features)
-trainer_mod.tokenize_dataset = lambda examples, processor, cache, **kw: synth
-dummy = datasets.Dataset.from_dict({"image": [None] * len(rows), "text": [r["text"] for r in rows]})
-base = out + "-base"
-if not os.path.isdir(base):
-    small = dict(hidden_size=192, intermediate_size=528, num_hidden_layers=4) if os.environ.get("LM") == "small" else {}
-    build_base_pipeline(vq_dir, base, seed=seed, **small)
-t = time.time()
-_train_lm(base, out, dummy, num_epochs=epochs, batch_size=32, learning_rate=2e-3, warmup_steps=100, seed=seed,
-          show_progress=False)
-print("train s", round(time.time() - t), flush=True)
+train_on_grids(vq_dir, out, rows, epochs=epochs, seed=seed)
 print_held_and_seen(out)

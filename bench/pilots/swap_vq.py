@@ -15,15 +15,16 @@ usage (from the repo root): python bench/pilots/swap_vq.py OUT STEPS [SWAPW] [LR
   cells neither shape touches of A and B), so that the codes, not only the decoder, ignore the colour and the shape
   STEPS 0: only score START (default: the shipped VQ)
 """
-import sys, json, math, random, time
+import sys, json, random, time
 import numpy as np, torch
 torch.set_num_threads(2)
 from emu3_hf.modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from emu3_hf.tiny_world.world import ImageSpec, SHAPE_COLORS, LORA_COLOR
-from emu3_hf.tiny_world.render import render_image, shape_mask, Jitter, NO_JITTER
+from emu3_hf.tiny_world.render import render_image
 from emu3_hf.tiny_world.recipe import vq_training_specs
 from emu3_hf.tiny_world.splits import make_splits
 from emu3_hf.tiny_world.analyze import score_image, aggregate_scores
+from pilot_pictures import tensor, to_images, touched, warmup_cosine, draw_batch
 
 out, steps = sys.argv[1], int(sys.argv[2])
 swap_w = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
@@ -38,10 +39,6 @@ specs = list(vq_training_specs()[0])
 rng = np.random.default_rng(0); pyr = random.Random(0)
 
 
-def tensor(images):
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def recolour(spec):
     choices = [c for c in COLORS if c not in (spec.color, spec.background) and (spec.shape, c) not in HELD]
     return ImageSpec(spec.shape, pyr.choice(choices), spec.size, spec.position, spec.background)
@@ -50,13 +47,6 @@ def recolour(spec):
 def reshape(spec):
     choices = [s for s in SHAPES if s != spec.shape and (s, spec.color) not in HELD]
     return ImageSpec(pyr.choice(choices), spec.color, spec.size, spec.position, spec.background)
-
-
-def touched(spec, jitter=NO_JITTER):
-    """(8, 8) bool: the cells the shape covers at least one pixel of."""
-    cx, cy = spec.center
-    m = shape_mask(spec.shape, spec.pixels + jitter.ds, (cx + jitter.dx, cy + jitter.dy))
-    return torch.from_numpy(m.reshape(8, 8, 8, 8).any(axis=(1, 3)))
 
 
 def straight_through(x):
@@ -69,10 +59,6 @@ def straight_through(x):
 def decode(st):
     st = st.transpose(1, 2)
     return model.decoder(model.post_quant_conv(st), st, first_frame_only=True)[:, 0]
-
-
-def to_images(rec):
-    return ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 world = make_splits()
@@ -121,12 +107,10 @@ print("start", json.dumps(score()), flush=True)
 if steps:
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1, (i + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    sched = warmup_cosine(opt, steps)
     t0 = time.time(); logs = []
     for step in range(1, steps + 1):
-        batch = [specs[i] for i in rng.integers(0, len(specs), 8)]
-        jit = [Jitter.sample(rng) if k % 2 else NO_JITTER for k in range(8)]
+        batch, jit = draw_batch(specs, rng)
         recol, resh = [recolour(s) for s in batch], [reshape(s) for s in batch]
         x = tensor([render_image(s, j) for group in (batch, recol, resh) for s, j in zip(group, jit)])
         lat, q, _, st = straight_through(x)
