@@ -161,10 +161,12 @@ def _check_pretokenized(examples: Any, codebook_size: int) -> None:
     if "codes" not in examples.column_names:
         return
     media = [c for c in ("image", "video") if c in examples.column_names]
-    table = examples.select_columns(["codes", "grid", *media]).with_format(None)
-    for number, row in enumerate(table):
-        codes, grid = row["codes"], row["grid"]
-        has_media = any(row[c] is not None for c in media)
+    # Arrow, not rows: the images are only tested for presence, never decoded.
+    table = examples.select_columns(["codes", "grid", *media]).with_format("arrow")[:]
+    nulls = [table.column(c).is_null().to_pylist() for c in media]
+    with_media = [not all(row) for row in zip(*nulls)] if media else [False] * table.num_rows
+    rows = zip(table.column("codes").to_pylist(), table.column("grid").to_pylist(), with_media)
+    for number, (codes, grid, has_media) in enumerate(rows):
         if codes is None:
             if not has_media:
                 raise ValueError(f"Row {number} has no image, clip or codes.")
