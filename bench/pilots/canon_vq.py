@@ -28,11 +28,11 @@ import numpy as np, torch
 torch.set_num_threads(2)
 from emu3_hf.modeling.modeling_emu3visionvq import Emu3VisionVQModel
 from emu3_hf.tiny_world.world import ImageSpec, SHAPE_COLORS, LORA_COLOR, BACKGROUND_COLORS, PALETTE
-from emu3_hf.tiny_world.render import render_image, shape_mask, NO_JITTER
+from emu3_hf.tiny_world.render import render_image, NO_JITTER
 from emu3_hf.tiny_world.recipe import vq_training_specs
 from emu3_hf.tiny_world.splits import make_splits
 from emu3_hf.tiny_world.analyze import score_image, aggregate_scores
-from pilot_pictures import tensor, to_images, touched, warmup_cosine, draw_batch
+from pilot_pictures import tensor, to_images, touched, mask, warmup_cosine, draw_batch
 
 CANON = "red"
 FIELDS = [(c, b) for c in (*SHAPE_COLORS, LORA_COLOR) for b in BACKGROUND_COLORS if c != b]
@@ -89,8 +89,8 @@ if __name__ == "__main__":
     assert not any((s.shape, s.color) in {(h.shape, h.color) for h in held} for s in specs)
     rng = np.random.default_rng(0)
 
-    def decode(codes):  # (B, 8, 8) -> (B, 3, 64, 64), differentiable in the decoder and the codebook
-        q = model.quantize.embedding(codes[:, None]).permute(0, 4, 1, 2, 3)
+    def decode(vectors):  # (B, 8, 8, C) code vectors -> (B, 3, 64, 64), differentiable
+        q = vectors[:, None].permute(0, 4, 1, 2, 3)
         return model.decoder(model.post_quant_conv(q), q, first_frame_only=True)[:, 0]
 
     @torch.no_grad()
@@ -117,7 +117,7 @@ if __name__ == "__main__":
         return per.mean() if weight is None else (per * weight).sum() / (weight.sum() * per.shape[1])
 
     def near_shape(batch, jit):  # (8, 1, 64, 64): 1 + SHAPEW within 2 px of the shape, 1 elsewhere
-        masks = torch.stack([torch.from_numpy(shape_mask(s.shape, s.pixels + j.ds, (s.center[0] + j.dx, s.center[1] + j.dy)))
+        masks = torch.stack([torch.from_numpy(mask(s, j))
                              for s, j in zip(batch, jit)]).float()[:, None]
         return 1 + shape_w * torch.nn.functional.max_pool2d(masks, 5, 1, 2)
 
@@ -176,19 +176,17 @@ if __name__ == "__main__":
                 targets = []
                 for s, j, rgb in zip(batch, jit, rgbs):
                     img = np.empty((64, 64, 3), np.uint8); img[...] = PALETTE[s.background]
-                    cx, cy = s.center
-                    img[shape_mask(s.shape, s.pixels + j.ds, (cx + j.dx, cy + j.dy))] = rgb
+                    img[mask(s, j)] = rgb
                     targets.append(img)
                 target = tensor(targets)
                 vec = torch.stack([field_inputs(rgb, s.background) for s, rgb in zip(batch, rgbs)]) @ fmap  # (8, 4)
                 is_field = torch.isin(grids, field_ids)[..., None]
-                q = torch.where(is_field, vec[:, None, None], emb[grids])  # (8, 8, 8, 4)
-                q = torch.cat([emb[codes[:8]], q])[:, None].permute(0, 4, 1, 2, 3)
-                rec = model.decoder(model.post_quant_conv(q), q, first_frame_only=True)[:, 0]
-                palette_fields = torch.stack([field_inputs(PALETTE[c], b) for c, b in field_list]) @ fmap
+                canon_vectors = torch.where(is_field, vec[:, None, None], emb[grids])  # (8, 8, 8, 4)
+                rec = decode(torch.cat([emb[codes[:8]], canon_vectors]))
+                palette_fields = xs @ fmap
             else:
                 target = x
-                rec = decode(torch.cat([codes[:8], grids]))
+                rec = decode(model.quantize.embedding(torch.cat([codes[:8], grids])))
                 palette_fields = emb[field_ids]
             weight = near_shape(batch, jit) if shape_w else None
             plain, canon = pixel_loss(rec[:8], x, weight), pixel_loss(rec[8:], target, weight)
@@ -200,7 +198,7 @@ if __name__ == "__main__":
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
             if randcol:  # the codebook's field rows follow the map
                 with torch.no_grad():
-                    for f, v in zip(field_list, torch.stack([field_inputs(PALETTE[c], b) for c, b in field_list]) @ fmap):
+                    for f, v in zip(field_list, xs @ fmap):
                         emb[fields[f]] = v
             logs.append((plain.item(), canon.item(), apart.item()))
             if step % 50 == 0:

@@ -14,11 +14,15 @@ def to_images(rec):
     return ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
+def mask(spec, jitter=NO_JITTER):
+    """(64, 64) bool numpy: the pixels of the spec's shape, jittered."""
+    cx, cy = spec.center
+    return shape_mask(spec.shape, spec.pixels + jitter.ds, (cx + jitter.dx, cy + jitter.dy))
+
+
 def touched(spec, jitter=NO_JITTER):
     """(8, 8) bool: the cells the shape covers at least one pixel of."""
-    cx, cy = spec.center
-    m = shape_mask(spec.shape, spec.pixels + jitter.ds, (cx + jitter.dx, cy + jitter.dy))
-    return torch.from_numpy(m.reshape(8, 8, 8, 8).any(axis=(1, 3)))
+    return torch.from_numpy(mask(spec, jitter).reshape(8, 8, 8, 8).any(axis=(1, 3)))
 
 
 def warmup_cosine(opt, steps):
