@@ -100,7 +100,7 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
     tok, config = pipe.tokenizer, pipe.model.config
     assert config.vocab_size == len(tok) and config.visual_token_offset == tok.visual_token_offset
     assert (config.boi_token_id, config.eol_token_id, config.codebook_size) == (tok.boi_token_id, tok.eol_token_id, 1024)
-    assert 4e6 < sum(p.numel() for p in pipe.model.parameters()) < 7e6
+    assert 1.5e6 < sum(p.numel() for p in pipe.model.parameters()) < 3e6  # TINY_WORLD.md's ~2 M LM
     assert tok.convert_ids_to_tokens(tok.encode(CAPTION_QUESTION)) == ["Describe", "Ġthe", "Ġimage", "."]
     pixels = pipe.image_processor(render_like(), return_tensors="pt")["pixel_values"]
     assert tuple(pipe.vq_model.encode(pixels).shape) == (1, 8, 8)
@@ -116,7 +116,7 @@ def test_stage_two_builds_the_base_pipeline_and_trains_its_lm(tmp_path):
                            show_progress=False)  # fmt: skip
     assert result.losses[-1] < result.losses[0]
     trained = Emu3Pipeline.from_pretrained(tmp_path / "lm")
-    assert trained.model.config.num_hidden_layers == 6
+    assert trained.model.config.num_hidden_layers == 4
     # the trained pipeline keeps the tiny model's recommended guidance, and its calls use it when given none
     assert trained.recommended_sampling() == {"guidance_scale": TINY_GUIDANCE_SCALE, "do_sample": False}
     assert TINY_GUIDANCE_SCALE != 3.0
@@ -188,11 +188,15 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
 
     out = tmp_path / "run"
     args = ["tiny-world", "train", "-o", str(out), "--vq-image-steps", "2", "--vq-clip-steps", "1", "--vq-decoder-steps", "2",
-            "--copies", "1",
+            "--vq-canonical-steps", "2", "--copies", "1",
             "--lm-max-steps", "3", "--lm-batch-size", "8", "--lora-max-steps", "2", "--quiet"]  # fmt: skip
     assert main(args) == 0
     assert (out / "vq" / "config.json").is_file() and (out / "pipeline" / "model_index.json").is_file()
     assert (out / "vq-decoder" / "config.json").is_file()
+    # stage 1d's VQ is the pipeline's: its fields are named, reserved from the quantiser, and the LM drew them
+    vq_config = json.loads((out / "pipeline" / "vq_model" / "config.json").read_text())
+    assert len(vq_config["canonical_fields"]) == 23
+    assert set(vq_config["canonical_fields"].values()) <= set(vq_config["reserved_codes"])
     assert (out / "pink-lora" / "adapter_config.json").is_file()
     assert (out / "lm" / "model_index.json").is_file()  # stage 2b; stage 2c (the finish) wrote pipeline/
     printed = capsys.readouterr().out
@@ -301,9 +305,11 @@ def test_the_locality_report_compares_background_codes_of_images_with_their_shap
 def test_the_train_command_defaults_are_the_recipe_constants():
     """emu3_cli cannot import the recipe (the command line answers before torch loads), so its literals are checked."""
     from emu3_cli import build_parser
+    from emu3_hf.tiny_world.canonical import VQ_CANONICAL_STEPS
     from emu3_hf.tiny_world.recipe import LM_EPOCHS, LM_FINISH_EPOCHS, VQ_CLIP_STEPS, VQ_DECODER_STEPS, VQ_IMAGE_STEPS
 
     args = build_parser().parse_args(["tiny-world", "train", "-o", "run"])
+    assert args.vq_canonical_steps == VQ_CANONICAL_STEPS
     assert (args.lm_epochs, args.vq_image_steps, args.vq_clip_steps) == (LM_EPOCHS, VQ_IMAGE_STEPS, VQ_CLIP_STEPS)
     assert (args.vq_decoder_steps, args.lm_finish_epochs) == (VQ_DECODER_STEPS, LM_FINISH_EPOCHS)
 
@@ -317,13 +323,14 @@ def test_stage_1c_tunes_the_decoder_on_clean_and_jittered_renders_of_what_the_lm
 
     seen = {}
 
-    def recorder(config, images=None, videos=None):
-        seen["config"], seen["images"], seen["videos"] = config, images, videos
+    def recorder(config, images=None, videos=None, objective=None):
+        seen["config"], seen["images"], seen["videos"], seen["objective"] = config, images, videos, objective
         return type("Result", (), {"output_dir": config.output_dir})()
 
     monkeypatch.setattr(training, "train_vq", recorder)
     assert tune_tiny_vq_decoder("some-vq", tmp_path / "out", steps=3) == tmp_path / "out"
     assert seen["config"].decoder_only and seen["config"].max_steps == 3 and seen["config"].model == "some-vq"
+    assert seen["objective"] is None  # stage 1c draws the encoder's codes only
     splits = make_splits()
     for kind, render, table in (("images", render_image, splits.images), ("videos", render_video, splits.videos)):
         wanted = [spec for name in LM_SPLITS + ("lora",) for spec in table[name]]

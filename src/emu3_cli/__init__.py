@@ -110,12 +110,14 @@ def _add_tiny_world_commands(commands) -> None:
     train = steps.add_parser("train", help="the whole recipe: VQ, tokenizer + base pipeline, LM, pink LoRA "
                              "(each stage resumes)")  # fmt: skip
     train.add_argument("--output", "-o", required=True, type=Path,
-                       help="run folder: vq/, vq-compact/ and vq-decoder/ (stage 1), base/, lm/ (stage 2b), the "
+                       help="run folder: vq/, vq-compact/, vq-decoder/ and vq-canonical/ (stage 1), base/, lm/ (stage 2b), the "
                        "finished pipeline in pipeline/, the LoRA's adapter in pink-lora/")  # fmt: skip
     train.add_argument("--vq-image-steps", type=int, default=10_000, help="VQ phase 1 steps (images only)")
     train.add_argument("--vq-clip-steps", type=int, default=0, help="VQ phase 2 steps (images + clips; 0 skips)")
     train.add_argument("--vq-decoder-steps", type=int, default=1500,
                        help="VQ stage 1c steps: the decoder on the compacted codes (0 skips)")
+    train.add_argument("--vq-canonical-steps", type=int, default=2000,
+                       help="VQ stage 1d steps: the decoder draws canonical grids, so the LM composes (0 skips)")
     train.add_argument("--copies", type=int, default=8, help="renders of each base spec per task and epoch")
     train.add_argument("--lm-epochs", type=float, default=12.0, help="passes over the LM's training mixture")
     train.add_argument("--lm-finish-epochs", type=float, default=2.0,

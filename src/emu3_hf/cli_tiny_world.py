@@ -9,13 +9,14 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .tiny_world.canonical import tune_tiny_vq_canonical
     from .tiny_world.recipe import (build_base_pipeline, compact_codebook, finish_tiny_lm, train_pink_lora,
                                     train_tiny_lm, train_tiny_vq, tune_tiny_vq_decoder)
 
     for name in ("vq_image_steps", "copies", "lm_batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}.")
-    for name in ("vq_clip_steps", "vq_decoder_steps"):
+    for name in ("vq_clip_steps", "vq_decoder_steps", "vq_canonical_steps"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}.")
     for name in ("lm_max_steps", "lora_max_steps"):
@@ -46,6 +47,12 @@ def _train(args: argparse.Namespace) -> int:
             tune_tiny_vq_decoder(compact, decoder, steps=args.vq_decoder_steps, seed=args.seed,
                                  show_progress=args.show_progress)  # fmt: skip
         compact = decoder
+    if args.vq_canonical_steps:  # stage 1d: the decoder draws canonical grids (every code unchanged), the LM's targets
+        canonical = out / "vq-canonical"
+        if not (canonical / "config.json").is_file():
+            tune_tiny_vq_canonical(compact, canonical, steps=args.vq_canonical_steps, seed=args.seed,
+                                   show_progress=args.show_progress)  # fmt: skip
+        compact = canonical
     print(f"VQ: {compact}")
     base = out / "base"
     if not (base / "model_index.json").is_file():

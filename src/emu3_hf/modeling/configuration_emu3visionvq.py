@@ -44,6 +44,10 @@ class Emu3VisionVQConfig(PreTrainedConfig):
             LEVEL INDICES (0 .. len(ch_mult)-1) that get an attention block after every residual block.
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout probability inside the residual blocks.
+        reserved_codes (`list[int]`, *optional*):
+            Codebook rows the quantiser never chooses: codes that only a language model writes and only the decoder
+            reads (the tiny world's canonical fields, `emu3_hf.tiny_world.canonical`). Not a BAAI field; absent, every
+            row can be chosen, as in BAAI's model.
 
     Example:
 
@@ -69,6 +73,7 @@ class Emu3VisionVQConfig(PreTrainedConfig):
     num_res_blocks: int = 2
     attn_resolutions: list[int] | tuple[int, ...] = (3,)
     dropout: float | int = 0.0
+    reserved_codes: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         # JSON gives lists, defaults are tuples (dataclass fields cannot default to a list): store lists everywhere.
@@ -124,6 +129,12 @@ class Emu3VisionVQConfig(PreTrainedConfig):
             raise ValueError(f"Emu3VisionVQConfig: num_res_blocks must be >= 1, got {self.num_res_blocks}.")
         if self.codebook_size < 1:
             raise ValueError(f"Emu3VisionVQConfig: codebook_size must be >= 1, got {self.codebook_size}.")
+        reserved = self.reserved_codes or []
+        if any(not 0 <= row < self.codebook_size for row in reserved) or len(set(reserved)) >= self.codebook_size:
+            raise ValueError(
+                f"Emu3VisionVQConfig: reserved_codes must be rows in [0, {self.codebook_size}) that leave the quantiser "
+                f"at least one row to choose; got {len(reserved)} rows, {sorted(reserved)[:3]}..{sorted(reserved)[-3:]}."
+            )
 
 
 __all__ = ["Emu3VisionVQConfig"]

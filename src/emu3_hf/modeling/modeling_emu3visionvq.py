@@ -372,10 +372,12 @@ class Emu3VisionVQDecoder(nn.Module):
 
 
 class Emu3VisionVQVectorQuantizer(nn.Module):
-    """Nearest-codebook-entry quantiser (squared L2, no normalisation), computed in float32."""
+    """Nearest-codebook-entry quantiser (squared L2, no normalisation), computed in float32; never a row of the
+    config's ``reserved_codes`` (read at each call)."""
 
     def __init__(self, config: Emu3VisionVQConfig):
         super().__init__()
+        self.config = config
         self.embedding = nn.Embedding(config.codebook_size, config.embed_dim)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -384,6 +386,9 @@ class Emu3VisionVQVectorQuantizer(nn.Module):
         z = latent.permute(0, 1, 3, 4, 2).reshape(-1, c).float()  # (N, C)
         codebook = self.embedding.weight.float()  # (K, C)
         codebook_sq = codebook.square().sum(dim=1)  # (K,)
+        if self.config.reserved_codes:  # an infinite norm: never the nearest
+            reserved = torch.as_tensor(self.config.reserved_codes, device=codebook_sq.device)
+            codebook_sq = codebook_sq.index_fill(0, reserved, float("inf"))
         rows = max(1, _QUANTIZE_CHUNK_ELEMENTS // codebook.shape[0])
         codes = []
         for z_chunk in z.split(rows):

@@ -100,8 +100,10 @@ LM_EPOCHS = 12.0
 LM_FINISH_EPOCHS, LM_FINISH_LR = 2.0, 5e-4
 LM_FINISH_WEIGHTS, LM_FINISH_CLEAN_READS = {"text_to_image": 2, "image_to_text": 4, "text_to_video": 2}, 3
 BPE_VOCAB_SIZE = 400  # an upper bound: the captions' repeated pieces fill ~360 ranks
-# TINY_WORLD.md: "a Llama-style LM of ~5 M parameters (hidden 256, 6 layers)"
-TINY_LM_SIZES = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=4,
+# TINY_WORLD.md's ~2 M-parameter LM (hidden 192, 4 layers; 2.28 M parameters). Its ~5 M one (hidden 256, 6 layers,
+# shipped until stage 1d) tied a colour to the shapes it had seen it on: over the same factorised codes it drew the
+# held-out pairs 0.11 where the 2 M one drew them 1.00 in three seeds of three (BENCHMARKS.md, "third part").
+TINY_LM_SIZES = dict(hidden_size=192, intermediate_size=528, num_hidden_layers=4, num_attention_heads=4,
                      num_key_value_heads=2, max_position_embeddings=512)  # fmt: skip
 
 
@@ -294,6 +296,7 @@ def tune_tiny_vq_decoder(
     video_batch_size: int = VQ_DECODER_CLIPS,
     seed: int = 0,
     device: str | None = None,
+    objective: Any = None,
     **overrides: Any,
 ) -> Path:
     """Stage 1c: train the decoder side of the VQ folder ``vq`` (stage 1b's) further into ``output_dir``; returns it.
@@ -301,7 +304,9 @@ def tune_tiny_vq_decoder(
     Clean and jittered renders (alternately) of the images and clips of :data:`LM_SPLITS` and ``lora`` (pink), the
     pictures the LM will ask it to draw; never ``heldout``. ``VQTrainConfig(decoder_only=True)``: the encoder,
     ``quant_conv`` and codebook stay bit-exact, so the codes of every input are those of ``vq``. Resumes a checkpoint
-    in ``output_dir``. ``overrides`` go to :class:`~emu3_hf.training.VQTrainConfig`."""
+    in ``output_dir``. ``overrides`` go to :class:`~emu3_hf.training.VQTrainConfig`; ``objective`` (a
+    :class:`~emu3_hf.training.VQObjective`) to :func:`~emu3_hf.training.train_vq` (stage 1d passes its canonical
+    grids, :func:`~emu3_hf.tiny_world.canonical.tune_tiny_vq_canonical`)."""
     from ..training import VQTrainConfig, train_vq
 
     if steps < 1:
@@ -316,7 +321,7 @@ def tune_tiny_vq_decoder(
     settings.update(overrides)
     sources = dict(images=_clean_and_jittered(iter_image_examples, images, seed) if image_batch_size else None,
                    videos=_clean_and_jittered(iter_video_examples, clips, seed) if video_batch_size else None)
-    return Path(train_vq(VQTrainConfig(**settings), **sources).output_dir)
+    return Path(train_vq(VQTrainConfig(**settings), **sources, objective=objective).output_dir)
 
 
 def caption_corpus() -> list[str]:
@@ -386,7 +391,7 @@ TASKS = ("text_to_image", "image_to_text", "text_to_video")
 
 def lm_training_examples(copies: int | Mapping[str, int] = 8, seed: int = 0, split: str | tuple[str, ...] = "train",
                          tasks: tuple[str, ...] | None = None, jitter_targets: bool = False,
-                         clean_reads: int = 0):  # fmt: skip
+                         clean_reads: int = 0, canonical: Any = None):  # fmt: skip
     """The LM's training mixture as a ``datasets.Dataset`` (columns image, video, text, question, answer): for each
     spec of ``split`` (a split name or a tuple of them; never ``heldout``), ``copies`` examples for each of ``tasks``
     (default: all of :data:`TASKS`): ``text_to_image`` (image + caption), ``image_to_text`` (image +
@@ -397,7 +402,9 @@ def lm_training_examples(copies: int | Mapping[str, int] = 8, seed: int = 0, spl
     better, 0.90 against 0.65, but drew worse, 0.81 against 0.87; stage 2c reads mostly clean). The pictures and
     clips the LM learns to *draw* are clean ones unless ``jitter_targets``: a 2-pixel jitter changes many of the VQ's
     codes (its encoder sees the whole image), which leaves the LM a target it cannot predict (measured with the
-    1024-code VQ: 2.7 nats per visual token, pictures that mix several jitters)."""
+    1024-code VQ: 2.7 nats per visual token, pictures that mix several jitters). With ``canonical`` (a stage-1d VQ,
+    model or folder: :mod:`.canonical`) the text-to-image targets are the specs' canonical grids instead, given as
+    already tokenized rows (columns ``codes`` and ``grid`` join the others)."""
     import datasets
 
     if isinstance(copies, Mapping):
@@ -418,25 +425,39 @@ def lm_training_examples(copies: int | Mapping[str, int] = 8, seed: int = 0, spl
     if "heldout" in names or not names or set(names) - set(SPLIT_NAMES):
         raise ValueError(f"split must name one or more of {tuple(n for n in SPLIT_NAMES if n != 'heldout')} (the "
                          f"held-out compositions never train, TINY_WORLD.md), got {split!r}.")  # fmt: skip
+    if canonical is not None and jitter_targets:
+        raise ValueError("Canonical targets are clean grids: pass jitter_targets=False with canonical=...")
     images, clips = _specs_of(names)
     rows: list[dict] = []
+    blank = {"codes": None, "grid": None} if canonical is not None else {}
     if "text_to_image" in counts:
+        if canonical is not None:
+            from .canonical import canonical_codes
+
+            grids = {spec.caption(): grid for spec, grid in zip(images, canonical_codes(canonical, images))}
         for image, caption in iter_image_examples(images, seed=seed, epochs=counts["text_to_image"],
                                                   jitter=jitter_targets):  # fmt: skip
-            rows.append({"image": image, "video": None, "text": caption, "question": None, "answer": None})
+            if canonical is not None:
+                grid = grids[caption]
+                rows.append({"image": None, "video": None, "codes": grid.flatten().tolist(), "grid": [0, *grid.shape],
+                             "text": caption, "question": None, "answer": None})  # fmt: skip
+            else:
+                rows.append({"image": image, "video": None, "text": caption, "question": None, "answer": None})
     if "image_to_text" in counts:
         rest = reads - clean_reads
         jittered = iter_image_examples(images, seed=seed + 1, epochs=rest) if rest else ()
         clean = iter_image_examples(images, seed=seed + 2, epochs=clean_reads, jitter=False) if clean_reads else ()
         for image, caption in itertools.chain(jittered, clean):
-            rows.append({"image": image, "video": None, "text": None, "question": CAPTION_QUESTION,
+            rows.append({"image": image, "video": None, **blank, "text": None, "question": CAPTION_QUESTION,
                          "answer": caption})  # fmt: skip
     if "text_to_video" in counts:
         for frames, caption in iter_video_examples(clips, seed=seed, epochs=counts["text_to_video"],
                                                    jitter=jitter_targets):  # fmt: skip
-            rows.append({"image": None, "video": frames, "text": caption, "question": None, "answer": None})
+            rows.append({"image": None, "video": frames, **blank, "text": caption, "question": None, "answer": None})
     columns = {key: [row[key] for row in rows] for key in rows[0]}
+    ints = datasets.Sequence(datasets.Value("int64"))
     features = datasets.Features(image=datasets.Image(), video=datasets.Sequence(datasets.Image()),
+                                 **(dict(codes=ints, grid=ints) if canonical is not None else {}),
                                  text=datasets.Value("string"), question=datasets.Value("string"),
                                  answer=datasets.Value("string"))  # fmt: skip
     return datasets.Dataset.from_dict(columns, features=features)
@@ -477,7 +498,10 @@ def train_tiny_lm(
     settings = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=100,
                     seed=seed)  # fmt: skip
     settings.update(overrides)
-    return _train_lm(base, output_dir, lm_training_examples(copies, seed, split), **settings)
+    from .canonical import canonical_vq_of
+
+    data = lm_training_examples(copies, seed, split, canonical=canonical_vq_of(base))
+    return _train_lm(base, output_dir, data, **settings)
 
 
 def finish_tiny_lm(
@@ -498,10 +522,13 @@ def finish_tiny_lm(
     EOS, against a picture's 79 and a clip's 152, so in stage 2b's mixture reading gets 9% of the loss, and the shape
     word a fourteenth of that; the LM can learn it (it fits 48 clean reads in 60 steps) when it sees it more. Resumes
     the newest checkpoint there. Returns the :class:`~emu3_hf.training.TrainResult`."""
+    from .canonical import canonical_vq_of
+
     if copies < 1:
         raise ValueError(f"copies must be >= 1, got {copies}.")
     counts = {task: weight * copies for task, weight in LM_FINISH_WEIGHTS.items()}
-    data = lm_training_examples(counts, seed + 1, LM_SPLITS, clean_reads=LM_FINISH_CLEAN_READS * copies)
+    data = lm_training_examples(counts, seed + 1, LM_SPLITS, clean_reads=LM_FINISH_CLEAN_READS * copies,
+                                canonical=canonical_vq_of(pipeline))  # fmt: skip
     data = data.shuffle(seed=seed + 1)
     settings = dict(num_epochs=num_epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=30,
                     seed=seed + 1)  # fmt: skip
@@ -509,12 +536,13 @@ def finish_tiny_lm(
     return _train_lm(pipeline, output_dir, data, **settings)
 
 
-def _pink_mixture(copies: int, base_copies: int, seed: int):
+def _pink_mixture(copies: int, base_copies: int, seed: int, canonical: Any = None):
     import datasets
 
-    parts = [lm_training_examples(copies, seed, split="lora", tasks=("text_to_image",))]
+    draw = dict(tasks=("text_to_image",), canonical=canonical)
+    parts = [lm_training_examples(copies, seed, split="lora", **draw)]
     if base_copies:
-        parts.append(lm_training_examples(base_copies, seed, split=LM_SPLITS, tasks=("text_to_image",)))
+        parts.append(lm_training_examples(base_copies, seed, split=LM_SPLITS, **draw))
     return datasets.concatenate_datasets(parts).shuffle(seed=seed)
 
 
@@ -537,10 +565,11 @@ def train_pink_lora(
     adapter paints every colour pink: measured 0.12 colour on other prompts with it active), into ``output_dir``
     (adapter + model card). Resumes the newest checkpoint there. Returns the :class:`~emu3_hf.training.TrainResult`."""
     from ..training import TrainConfig, train
+    from .canonical import canonical_vq_of
 
     output_dir = Path(output_dir)
     settings = dict(
-        model=str(pipeline), data=_pink_mixture(copies, base_copies, seed),
+        model=str(pipeline), data=_pink_mixture(copies, base_copies, seed, canonical_vq_of(pipeline)),
         output_dir=str(output_dir), lora=True, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank, lora_dropout=0.0,
         loss_on="vision", null_prompt_prob=0.1, learning_rate=learning_rate, warmup_steps=20, num_epochs=num_epochs,
         per_device_batch_size=batch_size, save_steps=200, resume_from_checkpoint=_resume_point(output_dir),

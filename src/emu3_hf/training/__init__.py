@@ -24,7 +24,16 @@ from .sequences import (
     null_prompt_dropped,
 )
 from .trainer import SequenceData, TrainResult, prepare_model, train
-from .vq import VQForward, VQTrainConfig, VQTrainResult, tiny_world_vq_config, train_vq, vq_forward
+from .vq import (
+    VQForward,
+    VQObjective,
+    VQTrainConfig,
+    VQTrainResult,
+    decode_vectors,
+    tiny_world_vq_config,
+    train_vq,
+    vq_forward,
+)
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
@@ -35,8 +44,10 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "VQForward",
+    "VQObjective",
     "VQTrainConfig",
     "VQTrainResult",
+    "decode_vectors",
     "example_ids",
     "example_loss_on",
     "find_checkpoints",

@@ -19,6 +19,9 @@ also gets a pasted copy: a random cell-aligned box (1 to half the latent grid pe
 of another image of the batch; the latent vectors of the copy at cells more than ``locality_margin`` cells away from
 the box are pulled to those of the original (relative squared error, the original detached).
 
+An extra term (``train_vq(..., objective=...)``, a :class:`VQObjective`) can join every step, with tensors of its
+own that train and checkpoint with the model: the tiny world's stage 1d teaches the decoder its canonical grids so.
+
 Dead codes: a codebook entry that no latent vector chose during the last ``dead_code_steps`` steps (and that was
 not re-initialised within them) is re-initialised to a latent vector of the current step drawn at random, and its
 AdamW moments are cleared, so the whole codebook stays in use (a fresh model's codebook, BAAI's tiny uniform init,
@@ -44,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import os
@@ -244,10 +248,46 @@ def vq_forward(model: Emu3VisionVQModel, pixel_values: torch.Tensor) -> VQForwar
     latents = model.encode_to_latent(pixel_values)  # (B, T', C, h, w)
     codes = model.quantize(latents.detach())  # (B, T', h, w), nearest entries (no gradient through argmin)
     quantized = model.quantize.embedding(codes).permute(0, 1, 4, 2, 3).to(latents.dtype)  # (B, T', C, h, w)
-    straight = (latents + (quantized - latents).detach()).transpose(1, 2)  # (B, C, T', h, w)
+    straight = latents + (quantized - latents).detach()
     is_image = pixel_values.ndim == 4
-    video = model.decoder(model.post_quant_conv(straight), straight, first_frame_only=is_image)  # (B, T, 3, H, W)
+    video = decode_vectors(model, straight, first_frame_only=is_image)  # (B, T, 3, H, W)
     return VQForward(video[:, 0] if is_image else video, latents, quantized, codes)
+
+
+def decode_vectors(model: Emu3VisionVQModel, vectors: torch.Tensor, first_frame_only: bool = False) -> torch.Tensor:
+    """``decode`` from code vectors instead of code ids, differentiable in them: ``vectors`` (B, T', C, h, w) ->
+    (B, T, 3, H, W) (one frame per latent frame when ``first_frame_only``, as an image is decoded)."""
+    q = vectors.transpose(1, 2)  # (B, C, T', h, w)
+    return model.decoder(model.post_quant_conv(q), q, first_frame_only=first_frame_only)
+
+
+class VQObjective(abc.ABC):
+    """An extra training term for :func:`train_vq` (its ``objective=``), such as the tiny world's canonical grids
+    (:class:`emu3_hf.tiny_world.canonical.CanonicalGridObjective`). The trainer calls :meth:`setup` once on the
+    loaded model, :meth:`loss` every step (the loss is added to the step's and back-propagated with it),
+    :meth:`after_step` after each optimizer step and :meth:`finish` before the VQ folder is written.
+    :meth:`parameters` train with the model, at ``learning_rate_scale`` times the run's learning rate, without weight
+    decay, and are saved with its checkpoints (as ``objective.<i>``; the VQ folder holds only the model)."""
+
+    learning_rate_scale: float = 1.0
+
+    def setup(self, model: Emu3VisionVQModel, device: torch.device) -> None:
+        """Prepare for ``model`` (loaded and moved to ``device``) before the optimizer is built."""
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Tensors the objective trains besides the model's (none by default)."""
+        return []
+
+    @abc.abstractmethod
+    def loss(self, model: Emu3VisionVQModel, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The term for this step (a scalar with a gradient) and the values to log."""
+
+    def after_step(self, model: Emu3VisionVQModel) -> None:
+        """Write what the objective's parameters define into the model: called after each optimizer step and after a
+        checkpoint is restored."""
+
+    def finish(self, model: Emu3VisionVQModel) -> None:
+        """Called once before the trained model is saved (e.g. to record settings in its config)."""
 
 
 def _architecture(config: Emu3VisionVQConfig) -> dict[str, Any]:
@@ -272,8 +312,8 @@ def _check_sources(config: VQTrainConfig, images: Any, videos: Any) -> None:
 
 
 class _VQTrainer:
-    def __init__(self, config: VQTrainConfig, images: Any, videos: Any):
-        self.config = config
+    def __init__(self, config: VQTrainConfig, images: Any, videos: Any, objective: VQObjective | None = None):
+        self.config, self.objective = config, objective
         self.output = Path(config.output_dir)
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         random.seed(config.seed)
@@ -288,6 +328,16 @@ class _VQTrainer:
         decay = [p for p in self.trained if p.ndim >= 2 and p is not codebook]  # conv weights
         rest = [p for p in self.trained if not (p.ndim >= 2 and p is not codebook)]
         groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        self.checkpointed: torch.nn.Module = self.model  # what checkpoints hold: the model and the objective's tensors
+        if objective is not None:
+            objective.setup(self.model, self.device)
+            extra = list(objective.parameters())
+            self.trained = self.trained + extra
+            if extra:
+                self.checkpointed = torch.nn.Module()
+                self.checkpointed.vq, self.checkpointed.objective = self.model, torch.nn.ParameterList(extra)
+                groups.append({"params": extra, "weight_decay": 0.0,
+                               "lr": config.learning_rate * objective.learning_rate_scale})  # fmt: skip
         from transformers import get_cosine_schedule_with_warmup
 
         self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
@@ -349,18 +399,25 @@ class _VQTrainer:
                 sums[key] += float(value.detach())
             pool.append(out.latents.detach().permute(0, 1, 3, 4, 2).reshape(-1, out.latents.shape[2]))
             chosen.append(out.codes.flatten())
+        extra_logs: dict[str, float] = {}
+        if self.objective is not None:
+            extra, extra_logs = self.objective.loss(self.model, step)
+            extra.backward()
+            sums["loss"] += float(extra.detach())
         limit = config.max_grad_norm or math.inf  # inf: measure the norm, clip nothing
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trained, limit))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.objective is not None:
+            self.objective.after_step(self.model)
         used = torch.cat(chosen).unique().cpu()
         self.last_used[used] = step
         restarted = self._restart_dead_codes(step, torch.cat(pool))
         recent = (self.last_used > step - config.usage_window).float().mean()
         return {"step": step, **sums, "usage": float(recent), "batch_usage": used.numel() / self.model.codebook_size,
-                "restarted": restarted, "grad_norm": grad_norm, "lr": lr,
+                "restarted": restarted, "grad_norm": grad_norm, "lr": lr, **extra_logs,
                 "seconds": time.perf_counter() - started}  # fmt: skip
 
     def _locality(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
@@ -415,7 +472,7 @@ class _VQTrainer:
         state = {"global_step": step, "sources": {k: s.state() for k, s in self.sources.items()}, "history": history,
                  "config": self.config.to_dict(), "architecture": _architecture(self.model.config),
                  "num_processes": 1}  # fmt: skip
-        save_checkpoint(self.output / f"checkpoint-{step}", self.model, self.optimizer, self.scheduler, state,
+        save_checkpoint(self.output / f"checkpoint-{step}", self.checkpointed, self.optimizer, self.scheduler, state,
                         [rng_state()], extra_tensors=self._extra_tensors())  # fmt: skip
         prune_checkpoints(self.output, self.config.save_total_limit)
 
@@ -440,7 +497,7 @@ class _VQTrainer:
         if set(saved["sources"]) != set(self.sources):
             raise ValueError(f"{where} was trained on {sorted(saved['sources'])}; pass the same sources again.")
         extra = load_extra_tensors(where)
-        state = load_checkpoint(where, self.model, self.optimizer, self.scheduler, rank=0)
+        state = load_checkpoint(where, self.checkpointed, self.optimizer, self.scheduler, rank=0)
         buffers = dict(self.model.named_buffers())
         for name, value in extra.items():
             if name.startswith("buffer/"):
@@ -450,6 +507,8 @@ class _VQTrainer:
         self.generator.set_state(extra["restart_generator"])
         for kind, source in self.sources.items():
             source.restore(state["sources"][kind])
+        if self.objective is not None:
+            self.objective.after_step(self.model)
         return int(state["global_step"]), list(state["history"])
 
     # ------------------------------------------------------------------------------------------------ the loop
@@ -470,6 +529,8 @@ class _VQTrainer:
                 self.save(step, history)
         bar.close()
         self.model.eval()
+        if self.objective is not None:
+            self.objective.finish(self.model)
         self.export(history)
         return VQTrainResult(self.output, step, history, self.model)
 
@@ -480,19 +541,24 @@ class _VQTrainer:
             (staging / "training_config.json").write_text(json.dumps(record, indent=1, default=str))
 
 
-def train_vq(config: VQTrainConfig, images: Any = None, videos: Any = None) -> VQTrainResult:
+def train_vq(config: VQTrainConfig, images: Any = None, videos: Any = None,
+             objective: VQObjective | None = None) -> VQTrainResult:
     """Train the VQ tokenizer as ``config`` says on ``images`` and/or ``videos``; returns a :class:`VQTrainResult`.
 
     Each source is a folder (``metadata.jsonl`` or ``save_to_disk``), a sequence read in a seeded order every
     epoch, or an iterable such as the tiny world's ``iter_image_examples("train", epochs=None)`` /
     ``iter_video_examples("train", epochs=None)`` (see :mod:`.vq_data`). A resumed run takes the same sources
-    again (a stream from its start: the examples the interrupted run consumed are skipped).
+    again (a stream from its start: the examples the interrupted run consumed are skipped). ``objective``: an extra
+    term of every step (:class:`VQObjective`); a resumed run takes the same one again.
     """
     if not isinstance(config, VQTrainConfig):
         raise ValueError(f"config must be a VQTrainConfig, got {type(config).__name__}.")
+    if objective is not None and not isinstance(objective, VQObjective):
+        raise ValueError(f"objective must be a VQObjective (or None), got {type(objective).__name__}.")
     config.check()
     _check_sources(config, images, videos)
-    return _VQTrainer(config, images, videos).run()
+    return _VQTrainer(config, images, videos, objective).run()
 
 
-__all__ = ["VQForward", "VQTrainConfig", "VQTrainResult", "tiny_world_vq_config", "train_vq", "vq_forward"]
+__all__ = ["VQForward", "VQObjective", "VQTrainConfig", "VQTrainResult", "decode_vectors", "tiny_world_vq_config",
+           "train_vq", "vq_forward"]
