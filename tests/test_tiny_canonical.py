@@ -157,7 +157,7 @@ def test_stage_1d_keeps_every_code_and_writes_linear_fields_into_unused_rows(sta
     assert len(history) == 4 and all(step["canonical"] > 0 for step in history)
     # the report scores the decoded grids the way the evaluation scores the LM's pictures
     from emu3_hf.tiny_world import aggregate_scores, score_image
-    from emu3_hf.tiny_world.canonical import canonical_reconstruction_report
+    from emu3_hf.tiny_world.vq_reports import canonical_reconstruction_report
 
     report = canonical_reconstruction_report(tuned, "heldout")
     with torch.no_grad():

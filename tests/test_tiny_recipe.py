@@ -10,7 +10,8 @@ import torch
 
 from emu3_hf import Emu3VisionVQModel
 from emu3_hf.tiny_world import LORA_COLOR, make_splits
-from emu3_hf.tiny_world.recipe import train_tiny_vq, vq_reconstruction_report, vq_training_specs
+from emu3_hf.tiny_world.recipe import train_tiny_vq, vq_training_specs
+from emu3_hf.tiny_world.vq_reports import vq_reconstruction_report
 
 
 def test_the_vq_sees_train_and_pink_and_nothing_held_out():
@@ -277,7 +278,7 @@ class _PatchCodec(torch.nn.Module):
 @pytest.mark.parametrize("local", [True, False])
 def test_the_locality_report_compares_background_codes_of_images_with_their_shapes_elsewhere(local):
     from emu3_hf.tiny_world import iter_image_examples
-    from emu3_hf.tiny_world.recipe import vq_locality_report
+    from emu3_hf.tiny_world.vq_reports import vq_locality_report
 
     report = vq_locality_report(_PatchCodec(local), "validation")
     # Independently: each image with the next one of its background; a cell counts when no pixel of it or of its 8

@@ -4,7 +4,8 @@
 - :mod:`.render`: specs to hard-edged 64x64 pixels (images and 8-frame clips), optional training jitter.
 - :mod:`.analyze`: the reference pixel analyzer and the scoring helpers of the evaluation.
 - :mod:`.splits`: deterministic train/validation/test/heldout/lora splits and the example streams.
-- :mod:`.recipe` / :mod:`.evaluate`: how the embedded model (:data:`EMU3_TINY`) is trained and scored.
+- :mod:`.recipe` / :mod:`.evaluate`: how the embedded model (:data:`EMU3_TINY`) is trained and scored;
+  :mod:`.canonical`: its text-to-image targets (canonical grids, stage 1d); :mod:`.vq_reports`: how a VQ reads back.
 
 Pure numpy + Pillow: importing it needs no torch beyond what ``import emu3_hf`` already costs.
 

@@ -159,27 +159,6 @@ def canonical_codes(vq: Any, specs: Sequence[ImageSpec], batch_size: int = 64) -
     return grids
 
 
-@torch.no_grad()
-def canonical_reconstruction_report(vq: Any, split: str = "validation") -> dict[str, float]:
-    """Share of a split's clean image specs whose canonical grid (:func:`canonical_codes`) the VQ decodes to a
-    picture the analyzer reads back right, per attribute and ``all``: what an LM that writes exact canonical grids
-    would score (for ``heldout``: the composition it is asked for). ``vq``: a stage-1d model or folder."""
-    from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
-    from .analyze import aggregate_scores, score_image
-    from .splits import make_splits
-
-    if not isinstance(vq, torch.nn.Module):
-        vq = Emu3VisionVQModel.from_pretrained(vq).eval()
-    specs = make_splits().images[split]
-    grids = torch.stack(canonical_codes(vq, specs)).to(next(vq.parameters()).device)
-    scores = []
-    for start in range(0, len(specs), 64):
-        drawn = vq.decode(grids[start : start + 64])
-        pictures = ((drawn.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
-        scores += [score_image(p, s) for p, s in zip(pictures, specs[start : start + 64])]
-    return aggregate_scores(scores)
-
-
 def canonical_vq_of(pipeline: str | os.PathLike) -> Any:
     """The VQ of a pipeline folder when it draws canonical grids (stage 1d: its config names ``canonical_fields``),
     so that every LM stage trains on them; else None."""
@@ -319,7 +298,6 @@ __all__ = [
     "CanonicalGridObjective",
     "canonical_codes",
     "canonical_grid",
-    "canonical_reconstruction_report",
     "canonical_vq_of",
     "field_inputs",
     "field_name",

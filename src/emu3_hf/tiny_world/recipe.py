@@ -10,11 +10,11 @@ rate (a shape covers 6-19% of an image, so its colour is the last thing the pixe
 ~2000 mixed steps every shape came back one average colour); an optional phase 2 continues on images and clips
 (off by default: see :data:`VQ_CLIP_STEPS`).
 
-:func:`vq_reconstruction_report` scores a VQ the way the spec scores the LM: the reference analyzer reads back
-each ``encode`` -> ``decode`` round trip of clean images, per attribute.
+:func:`~emu3_hf.tiny_world.vq_reports.vq_reconstruction_report` scores a VQ the way the spec scores the LM: the
+reference analyzer reads back each ``encode`` -> ``decode`` round trip of clean images, per attribute.
 
 Stage 1b (:func:`compact_codebook`): the trained codebook covered by at most :data:`VQ_CODES` evenly spaced codes;
-:func:`vq_locality_report` measures how far a cell's code depends on the rest of the picture.
+:func:`~emu3_hf.tiny_world.vq_reports.vq_locality_report` measures how far a cell's code depends on the rest of the picture.
 
 Stage 1c (:func:`tune_tiny_vq_decoder`): the compacted VQ's decoder (and ``post_quant_conv``) trained further on
 clean and jittered images and clips of every split the LM draws (:data:`LM_SPLITS`) and of pink, the encoder and
@@ -22,9 +22,13 @@ codebook frozen (``VQTrainConfig(decoder_only=True)``): every picture keeps exac
 to draw the merged codebook (the merge alone costs 2% of the validation images) and the clips the image-only phase 1
 never decoded.
 
+Stage 1d (:func:`~emu3_hf.tiny_world.canonical.tune_tiny_vq_canonical`): stage 1c's training plus canonical grids,
+the LM's text-to-image targets, whose shape and colour are separate codes (:mod:`.canonical`); the LM stages read
+their fields from the pipeline's VQ and train on them whenever it names them.
+
 Stage 2, the LM (:func:`build_base_pipeline`, then :func:`train_tiny_lm`): a byte-level BPE of a few hundred tokens
 learnt from the ``train`` captions and the chat question (:func:`~emu3_hf.processing.bpe.train_bpe_ranks`), Emu3's
-208 specials, 3 image tokens and the VQ's 1024 visual tokens after it; a Llama-style Emu3 LM of about 5 M
+208 specials, 3 image tokens and the VQ's 1024 visual tokens after it; a Llama-style Emu3 LM of about 2 M
 parameters (:data:`TINY_LM_SIZES`) initialised at random; the image processor keeps 64x64 (8x8 codes). The pipeline
 folder is then fully trained by :func:`emu3_hf.training.train` (``lora=False``, ``loss_on="auto"``) on a mixture of
 examples of every base split (:data:`LM_SPLITS`; :func:`lm_training_examples`: clean pictures to draw, jittered ones
@@ -42,7 +46,8 @@ after, and the other colours with the adapter active.
 
 Example:
     ```python
-    >>> from emu3_hf.tiny_world.recipe import train_tiny_vq, vq_reconstruction_report
+    >>> from emu3_hf.tiny_world.recipe import train_tiny_vq
+    >>> from emu3_hf.tiny_world.vq_reports import vq_reconstruction_report
     >>> vq_dir = train_tiny_vq("runs/tiny-vq")                 # ~50 minutes on 2 CPU cores, minutes on a GPU
     >>> vq_reconstruction_report(vq_dir, "validation")["all"]           # share of images read back exactly
     ```
@@ -60,7 +65,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .analyze import aggregate_scores, score_image, score_video
 from .splits import SPLIT_NAMES, iter_image_examples, iter_video_examples, make_splits
 
 # Measured here (the validation split read back by the analyzer, see BENCHMARKS.md): the spec's ~2000 steps of
@@ -173,70 +177,6 @@ def train_tiny_vq(
     if clip_steps:
         phase(output_dir, str(first), clip_steps, VQ_CLIP_LR, 20, video_batch_size)
     return output_dir
-
-
-@torch.no_grad()
-def vq_reconstruction_report(vq: Any, split: str = "validation", batch_size: int = 32,
-                             kind: str = "image") -> dict[str, float]:  # fmt: skip
-    """Share of a split's clean images (``kind="image"``) or 8-frame clips (``"video"``) whose VQ round trip the
-    analyzer reads back right, per attribute and ``all`` (:func:`~emu3_hf.tiny_world.analyze.aggregate_scores`).
-    ``vq``: an ``Emu3VisionVQModel`` or its folder."""
-    from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
-
-    if kind not in ("image", "video"):
-        raise ValueError(f"kind must be 'image' or 'video', got {kind!r}.")
-    if not isinstance(vq, torch.nn.Module):
-        vq = Emu3VisionVQModel.from_pretrained(vq)
-    vq = vq.eval()
-    splits = make_splits()
-    if kind == "image":
-        specs, score = splits.images[split], score_image
-        samples = [np.asarray(image) for image, _ in iter_image_examples(split, jitter=False, shuffle=False)]
-    else:
-        specs, score = splits.videos[split], score_video
-        samples = [np.stack([np.asarray(f) for f in frames])
-                   for frames, _ in iter_video_examples(split, jitter=False, shuffle=False)]  # fmt: skip
-    scores = []
-    for start in range(0, len(samples), batch_size):
-        pixels = torch.from_numpy(np.stack(samples[start : start + batch_size])).float() / 127.5 - 1.0
-        pixels = pixels.movedim(-1, -3).to(next(vq.parameters()).device)  # (B, [T,] 3, 64, 64)
-        decoded = vq.decode(vq.encode(pixels))
-        if kind == "image" and decoded.dim() == 5:
-            decoded = decoded[:, 0]
-        rounds = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
-        scores += [score(sample, spec) for sample, spec in zip(rounds, specs[start : start + batch_size])]
-    return aggregate_scores(scores)
-
-
-@torch.no_grad()
-def vq_locality_report(vq: Any, split: str = "validation", margin: int = 1) -> dict[str, float]:
-    """How local a VQ's codes are: each clean image of a split is paired with the next image of the split on the same
-    background (cyclically), and over the cells where neither image has a shape pixel within ``margin`` cells, the
-    share whose code is the same in both images.
-
-    A code that depends only on its neighbourhood scores 1.0; an encoder that mixes the whole picture into every code
-    scores near 0, and an LM over its codes must learn each picture's background anew. Returns ``{"background_same":
-    share, "cells": number of cells compared}``. ``vq``: an ``Emu3VisionVQModel`` or its folder."""
-    from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
-
-    if not isinstance(vq, torch.nn.Module):
-        vq = Emu3VisionVQModel.from_pretrained(vq)
-    vq = vq.eval()
-    device, sf = next(vq.parameters()).device, vq.spatial_scale_factor
-    specs = make_splits().images[split]
-    images = np.stack([np.asarray(image) for image, _ in iter_image_examples(split, jitter=False, shuffle=False)])
-    partner = []
-    for i, spec in enumerate(specs):
-        same = [j for j, other in enumerate(specs) if other.background == spec.background]
-        partner.append(same[(same.index(i) + 1) % len(same)])
-    pixels = torch.from_numpy(images).float().div(127.5).sub(1.0).movedim(-1, -3).to(device)
-    codes = torch.cat([vq.encode(chunk) for chunk in pixels.split(32)]).cpu()  # (N, h, w)
-    shape = torch.from_numpy((images != images[:, :1, :1]).any(-1)).float()[:, None]  # (N, 1, H, W), corner = bg
-    near = torch.nn.functional.max_pool2d(torch.nn.functional.max_pool2d(shape, sf), 2 * margin + 1, stride=1,
-                                          padding=margin)[:, 0] > 0  # fmt: skip
-    far = ~(near | near[partner])
-    same = (codes == codes[partner])[far]
-    return {"background_same": float(same.float().mean()) if same.numel() else float("nan"), "cells": int(far.sum())}
 
 
 def _leaders(distances: np.ndarray, radius: float) -> list[int]:
@@ -612,7 +552,5 @@ __all__ = [
     "train_tiny_lm",
     "train_tiny_vq",
     "tune_tiny_vq_decoder",
-    "vq_locality_report",
-    "vq_reconstruction_report",
     "vq_training_specs",
 ]
