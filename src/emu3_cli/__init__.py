@@ -116,7 +116,7 @@ def _add_tiny_world_commands(commands) -> None:
     train.add_argument("--vq-clip-steps", type=int, default=0, help="VQ phase 2 steps (images + clips; 0 skips)")
     train.add_argument("--vq-decoder-steps", type=int, default=1500,
                        help="VQ stage 1c steps: the decoder on the compacted codes (0 skips)")
-    train.add_argument("--vq-canonical-steps", type=int, default=2000,
+    train.add_argument("--vq-canonical-steps", type=int, default=4000,
                        help="VQ stage 1d steps: the decoder draws canonical grids, so the LM composes (0 skips)")
     train.add_argument("--copies", type=int, default=8, help="renders of each base spec per task and epoch")
     train.add_argument("--lm-epochs", type=float, default=12.0, help="passes over the LM's training mixture")
