@@ -259,9 +259,6 @@ class CanonicalGridObjective(VQObjective):
     def after_step(self, model: Any) -> None:
         model.quantize.embedding.weight[self.rows] = (self.inputs @ self.map).to(model.quantize.embedding.weight.dtype)
 
-    def finish(self, model: Any) -> None:
-        self.after_step(model)
-
 
 def tune_tiny_vq_canonical(
     vq: str | os.PathLike,
