@@ -26,6 +26,7 @@ from emu3_hf.tiny_world import (
     all_video_specs,
     analyze_image,
     analyze_video,
+    image_mask,
     iter_image_examples,
     iter_video_examples,
     make_splits,
@@ -154,9 +155,12 @@ def test_triangle_apex_base_and_rows(size):
 
 def test_every_image_has_exactly_its_two_colours():
     for spec in all_image_specs(include_pink=True)[::7]:
-        image = render_image(spec, Jitter(1, -2, 2))
-        colours = {tuple(c) for c in image.reshape(-1, 3).tolist()}
-        assert colours == {SPEC_PALETTE[spec.color], SPEC_PALETTE[spec.background]}, spec
+        for jitter in (NO_JITTER, Jitter(1, -2, 2)):
+            image = render_image(spec, jitter)
+            colours = {tuple(c) for c in image.reshape(-1, 3).tolist()}
+            assert colours == {SPEC_PALETTE[spec.color], SPEC_PALETTE[spec.background]}, spec
+            # image_mask is exactly the set of pixels painted in the shape's colour.
+            np.testing.assert_array_equal(image_mask(spec, jitter), painted(image, spec.color), err_msg=str(spec))
 
 
 @pytest.mark.parametrize("direction, step", [("left", (-4, 0)), ("right", (4, 0)), ("up", (0, -4)), ("down", (0, 4))])

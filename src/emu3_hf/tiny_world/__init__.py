@@ -31,7 +31,7 @@ from .analyze import (
     score_image,
     score_video,
 )
-from .render import MAX_JITTER, NO_JITTER, Jitter, render_image, render_video, shape_mask
+from .render import MAX_JITTER, NO_JITTER, Jitter, image_mask, render_image, render_video, shape_mask
 from .splits import (
     DEFAULT_SPLIT_SEED,
     SPLIT_NAMES,
@@ -95,6 +95,7 @@ __all__ = [
     "all_video_specs",
     "analyze_image",
     "analyze_video",
+    "image_mask",
     "iter_image_examples",
     "iter_video_examples",
     "make_splits",

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..training.vq import VQObjective, decode_vectors
-from .render import NO_JITTER, Jitter, render_image, render_video, shape_mask
+from .render import NO_JITTER, Jitter, image_mask, render_image, render_video
 from .world import BACKGROUND_COLORS, HELD_OUT, LORA_COLOR, PALETTE, SHAPE_COLORS, ImageSpec
 
 CANONICAL_COLOR = "red"
@@ -70,14 +70,9 @@ def in_canonical_color(spec: ImageSpec) -> ImageSpec:
     return ImageSpec(spec.shape, CANONICAL_COLOR, spec.size, spec.position, spec.background)
 
 
-def _jittered_mask(spec: ImageSpec, jitter: Jitter) -> np.ndarray:
-    cx, cy = spec.center
-    return shape_mask(spec.shape, spec.pixels + jitter.ds, (cx + jitter.dx, cy + jitter.dy))
-
-
 def shape_cells(spec: ImageSpec, jitter: Jitter = NO_JITTER, ring: int = CANONICAL_RING, cell: int = 8) -> np.ndarray:
     """(64 / cell, 64 / cell) bool: the cells holding a pixel of the (jittered) shape, grown by ``ring`` cells."""
-    mask = _jittered_mask(spec, jitter)
+    mask = image_mask(spec, jitter)
     side = mask.shape[0] // cell
     near = mask.reshape(side, cell, side, cell).any(axis=(1, 3))
     padded = np.pad(near, ring)
@@ -95,9 +90,8 @@ def canonical_grid(spec: ImageSpec, shape_codes: torch.Tensor, field_row: int, j
 
 def paint(spec: ImageSpec, rgb: Sequence[int], jitter: Jitter = NO_JITTER) -> np.ndarray:
     """``spec`` rendered with its shape in the colour ``rgb`` instead of its own (64, 64, 3) uint8."""
-    image = np.empty((64, 64, 3), dtype=np.uint8)
-    image[...] = PALETTE[spec.background]
-    image[_jittered_mask(spec, jitter)] = np.asarray(rgb, dtype=np.uint8)
+    image = render_image(spec, jitter)
+    image[image_mask(spec, jitter)] = np.asarray(rgb, dtype=np.uint8)
     return image
 
 

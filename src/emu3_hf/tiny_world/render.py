@@ -98,16 +98,23 @@ def shape_mask(shape: str, size: float, center: tuple[float, float]) -> np.ndarr
     raise ValueError(f"shape={shape!r} is not a tiny-world shape; choose circle, square or triangle.")
 
 
-def _paint(shape: str, color: str, background: str, size: float, center: tuple[float, float]) -> np.ndarray:
+def _paint(mask: np.ndarray, color: str, background: str) -> np.ndarray:
     image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     image[...] = PALETTE[background]
-    image[shape_mask(shape, size, center)] = PALETTE[color]
+    image[mask] = PALETTE[color]
     return image
 
 
 def _check_jitter(jitter: Jitter) -> None:
     if not isinstance(jitter, Jitter):
         raise TypeError(f"jitter must be a Jitter (e.g. Jitter.sample(rng) or NO_JITTER), got {type(jitter).__name__}.")
+
+
+def image_mask(spec: ImageSpec, jitter: Jitter = NO_JITTER) -> np.ndarray:
+    """``(64, 64)`` bool: the pixels :func:`render_image` paints in the shape's colour, with the same jitter."""
+    _check_jitter(jitter)
+    cx, cy = spec.center
+    return shape_mask(spec.shape, spec.pixels + jitter.ds, (cx + jitter.dx, cy + jitter.dy))
 
 
 def render_image(spec: ImageSpec, jitter: Jitter = NO_JITTER) -> np.ndarray:
@@ -122,9 +129,7 @@ def render_image(spec: ImageSpec, jitter: Jitter = NO_JITTER) -> np.ndarray:
     """
     if not isinstance(spec, ImageSpec):
         raise TypeError(f"render_image expects an ImageSpec, got {type(spec).__name__}; use render_video for clips.")
-    _check_jitter(jitter)
-    cx, cy = spec.center
-    return _paint(spec.shape, spec.color, spec.background, spec.pixels + jitter.ds, (cx + jitter.dx, cy + jitter.dy))
+    return _paint(image_mask(spec, jitter), spec.color, spec.background)
 
 
 def render_video(spec: VideoSpec, jitter: Jitter = NO_JITTER) -> np.ndarray:
@@ -142,7 +147,7 @@ def render_video(spec: VideoSpec, jitter: Jitter = NO_JITTER) -> np.ndarray:
     size = spec.pixels + jitter.ds
     return np.stack(
         [
-            _paint(spec.shape, spec.color, spec.background, size, (cx + jitter.dx, cy + jitter.dy))
+            _paint(shape_mask(spec.shape, size, (cx + jitter.dx, cy + jitter.dy)), spec.color, spec.background)
             for cx, cy in spec.frame_centers()
         ]
     )
