@@ -28,7 +28,24 @@ from emu3_hf.tiny_world.canonical import (
     shape_cells,
 )
 
-SHIPPED_VQ = EMU3_TINY / "vq_model"
+SHIPPED_VQ = EMU3_TINY / "vq_model"  # a stage-1d VQ: its config names the fields
+
+
+@pytest.fixture(scope="module")
+def plain_vq(tmp_path_factory):
+    """The shipped VQ as stage 1c left it, as far as the encoder can tell: stage 1d trains only the decoder and the
+    field rows, so this is the shipped VQ with its config's ``canonical_fields`` and ``reserved_codes`` dropped and the
+    field rows moved far from every latent (rows the encoder never writes, as stage 1d found them)."""
+    vq = Emu3VisionVQModel.from_pretrained(SHIPPED_VQ)
+    rows = sorted(fields_of(vq).values())
+    with torch.no_grad():
+        vq.quantize.embedding.weight[rows] = 1e3
+    vq.config.canonical_fields = vq.config.reserved_codes = None
+    folder = tmp_path_factory.mktemp("plain-vq")
+    vq.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert not config.get("canonical_fields") and not config.get("reserved_codes")
+    return folder
 
 
 def _pixels(images):
@@ -77,9 +94,9 @@ def test_paint_in_the_palette_colour_is_the_render_and_random_colours_avoid_the_
     assert torch.allclose(field_inputs((255, 0, 127.5), "gray"), torch.tensor([1.0, -1.0, 0.0, 0.0, 0.0, 1.0]))
 
 
-def test_reserved_codes_are_never_chosen_by_the_quantiser():
+def test_reserved_codes_are_never_chosen_by_the_quantiser(plain_vq):
     """Reference: brute-force nearest rows among the others; without reserved rows the codes are unchanged."""
-    vq = Emu3VisionVQModel.from_pretrained(SHIPPED_VQ).eval()
+    vq = Emu3VisionVQModel.from_pretrained(plain_vq).eval()
     pixels = _pixels([render_image(spec) for spec in make_splits().images["validation"][:16]])
     with torch.no_grad():
         before = vq.encode(pixels)
@@ -98,7 +115,7 @@ def test_reserved_codes_are_never_chosen_by_the_quantiser():
         type(vq.config)(**{**vq.config.to_dict(), "reserved_codes": [1024]})
 
 
-def test_the_objective_refuses_held_out_pairs_and_a_moving_encoder():
+def test_the_objective_refuses_held_out_pairs_and_a_moving_encoder(plain_vq, tmp_path):
     splits = make_splits()
     bank = [render_image(splits.images["train"][0])]
     with pytest.raises(ValueError, match="never show a held-out pair"):
@@ -109,13 +126,31 @@ def test_the_objective_refuses_held_out_pairs_and_a_moving_encoder():
     with pytest.raises(ValueError, match="decoder_only=True"):
         objective.setup(Emu3VisionVQModel.from_pretrained(SHIPPED_VQ).train(), torch.device("cpu"))
     with pytest.raises(ValueError, match="draws no canonical grids"):
-        fields_of(SHIPPED_VQ)
-    assert canonical_vq_of(EMU3_TINY) is None  # the shipped pipeline's VQ has no fields yet
+        fields_of(plain_vq)
+    (tmp_path / "pipeline").mkdir()
+    shutil.copytree(plain_vq, tmp_path / "pipeline" / "vq_model")
+    assert canonical_vq_of(tmp_path / "pipeline") is None  # its LM stages would train on plain codes
+
+
+def test_the_shipped_vq_draws_canonical_grids_and_keeps_every_real_code(plain_vq):
+    """The embedded model is a stage-1d one: its pipeline's VQ names a field per (colour, background), and its
+    quantiser writes none of them for real pictures and clips (reference: the same weights with the field rows out of
+    reach)."""
+    shipped = canonical_vq_of(EMU3_TINY)
+    assert shipped is not None and set(fields_of(shipped)) == set(FIELD_KEYS)
+    assert sorted(fields_of(shipped).values()) == sorted(shipped.config.reserved_codes)
+    plain = Emu3VisionVQModel.from_pretrained(plain_vq).eval()
+    splits = make_splits()
+    with torch.no_grad():
+        images = _pixels([render_image(s) for s in splits.images["validation"] + splits.images["lora"]])
+        clips = _pixels([render_video(s) for s in splits.videos["validation"][:6]])
+        assert torch.equal(shipped.encode(images), plain.encode(images))
+        assert torch.equal(shipped.encode(clips), plain.encode(clips))
 
 
 @pytest.fixture(scope="module")
-def stage_1d(tmp_path_factory):
-    """Stage 1d for 4 steps from the shipped VQ (2 images, 1 clip, 2 grids a step), and the same run cut after its
+def stage_1d(tmp_path_factory, plain_vq):
+    """Stage 1d for 4 steps from the stage-1c VQ (2 images, 1 clip, 2 grids a step), and the same run cut after its
     step-2 checkpoint and resumed."""
     from emu3_hf.tiny_world.recipe import tune_tiny_vq_decoder
 
@@ -128,15 +163,15 @@ def stage_1d(tmp_path_factory):
                                       [render_video(s) for s in splits.videos["train"][:8]], batch_size=2)  # fmt: skip
 
     settings = dict(steps=4, image_batch_size=2, video_batch_size=1, save_steps=2, show_progress=False)
-    whole = tune_tiny_vq_decoder(SHIPPED_VQ, root / "whole", objective=objective(), **settings)
+    whole = tune_tiny_vq_decoder(plain_vq, root / "whole", objective=objective(), **settings)
     shutil.copytree(root / "whole" / "checkpoint-2", root / "cut" / "checkpoint-2")
-    cut = tune_tiny_vq_decoder(SHIPPED_VQ, root / "cut", objective=objective(), **settings)
+    cut = tune_tiny_vq_decoder(plain_vq, root / "cut", objective=objective(), **settings)
     return whole, cut
 
 
-def test_stage_1d_keeps_every_code_and_writes_linear_fields_into_unused_rows(stage_1d):
+def test_stage_1d_keeps_every_code_and_writes_linear_fields_into_unused_rows(stage_1d, plain_vq):
     whole, _ = stage_1d
-    shipped = Emu3VisionVQModel.from_pretrained(SHIPPED_VQ).eval()
+    shipped = Emu3VisionVQModel.from_pretrained(plain_vq).eval()  # the start
     tuned = Emu3VisionVQModel.from_pretrained(whole).eval()
     splits = make_splits()
     with torch.no_grad():
