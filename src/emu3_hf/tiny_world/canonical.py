@@ -90,9 +90,8 @@ def canonical_grid(spec: ImageSpec, shape_codes: torch.Tensor, field_row: int, j
 
 def paint(spec: ImageSpec, rgb: Sequence[int], jitter: Jitter = NO_JITTER) -> np.ndarray:
     """``spec`` rendered with its shape in the colour ``rgb`` instead of its own (64, 64, 3) uint8."""
-    image = render_image(spec, jitter)
-    image[image_mask(spec, jitter)] = np.asarray(rgb, dtype=np.uint8)
-    return image
+    background = np.asarray(PALETTE[spec.background], dtype=np.uint8)
+    return np.where(image_mask(spec, jitter)[..., None], np.asarray(rgb, dtype=np.uint8), background)
 
 
 _NAMES = tuple(PALETTE)
