@@ -49,13 +49,17 @@ from .sequences import (
 class TrainResult:
     """What a run produced: ``output_dir`` (adapter or pipeline folder), the optimizer ``global_step``, the mean
     training loss of every optimizer step (``losses``), the evaluation losses by step (``eval_losses``) and the
-    gradient norm (before clipping) of each step this process ran (``grad_norms``; a resumed run starts empty)."""
+    gradient norm (before clipping) of each step this process ran (``grad_norms``; a resumed run starts empty), and
+    the tokens the steps of this call trained on (all processes) with the seconds they took (``train_tokens``,
+    ``train_seconds``: the training loop alone, without loading, the final evaluation or the export)."""
 
     output_dir: Path
     global_step: int
     losses: list[float] = field(default_factory=list)
     eval_losses: dict[int, float] = field(default_factory=dict)
     grad_norms: list[float] = field(default_factory=list)
+    train_tokens: int = 0
+    train_seconds: float = 0.0
 
 
 class SequenceData:
@@ -347,13 +351,14 @@ class _Trainer:
             if position >= len(order):
                 epoch, position = epoch + 1, 0
         bar.close()
+        seconds = time.perf_counter() - started
         final = self.evaluate()
         if final is not None:
             eval_losses[step] = final
             accelerator.log({"eval/loss": final}, step=step)
         self.export(losses, eval_losses)
         accelerator.end_training()
-        return TrainResult(self.output, step, losses, eval_losses, grad_norms)
+        return TrainResult(self.output, step, losses, eval_losses, grad_norms, tokens, seconds)
 
     # --------------------------------------------------------------------------------------------- export
     def export(self, losses: list[float], eval_losses: dict) -> None:
