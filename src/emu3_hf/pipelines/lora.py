@@ -38,6 +38,7 @@ from peft import LoraConfig, PeftConfig, inject_adapter_in_model, set_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
+from ..conversion.lora import check_adapter_fits
 from ..processing.arguments import as_list
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -65,26 +66,6 @@ def _adapter_folder(path_or_repo: str | os.PathLike, **hub_kwargs) -> Path:
         raise ValueError(f"{path_or_repo} is not a PEFT adapter folder: it needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
                          f"{pickled}.")
     return folder
-
-
-def _check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Every LoRA matrix must belong to a Linear of the LM with matching sizes: else the adapter is another base's."""
-    for key, tensor in state.items():
-        name = key.removeprefix(_PREFIX)
-        if ".lora_A." not in name and ".lora_B." not in name:
-            continue
-        path = name.split(".lora_")[0]
-        try:
-            module = model.get_submodule(path)
-        except AttributeError:
-            raise ValueError(f"The adapter at {where} adapts {path!r}, which this pipeline's LM does not have: it was "
-                             "trained for another base model (or for the native layout: convert it with "
-                             "`emu3 convert-lora --to emu3`).") from None
-        module = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-        expected = (tensor.shape[0], module.in_features) if ".lora_A." in name else (module.out_features, tensor.shape[1])
-        if not isinstance(module, torch.nn.Linear) or tuple(tensor.shape) != expected:
-            raise ValueError(f"The adapter at {where} does not fit this pipeline's LM: {key} has shape "
-                             f"{tuple(tensor.shape)} but {path} is {module}. It was trained for another base model.")
 
 
 def _finite(name: str, value) -> float:
@@ -136,7 +117,7 @@ class Emu3LoraLoaderMixin:
         if self._lora_fused is not None:
             raise ValueError("Adapters are fused into the weights: call unfuse_lora() before loading another one.")
         state = load_file(str(folder / ADAPTER_WEIGHTS))
-        _check_fits(self.model, state, str(pretrained_model_name_or_path))
+        check_adapter_fits(self.model, state, str(pretrained_model_name_or_path))
         training = self.model.training
         with warnings.catch_warnings():  # several adapters side by side is what set_adapters is for
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
