@@ -38,6 +38,12 @@ def pipe(make_tiny_pipeline):
     return make_tiny_pipeline()
 
 
+def _lora_layers(pipe):
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in pipe.model.modules() if isinstance(m, LoraLayer)]
+
+
 def _logits(pipe):
     with torch.no_grad():
         return pipe.model(IDS).logits
@@ -174,6 +180,8 @@ def test_two_adapters_mix_by_weight(pipe, lm_dir, adapters):
     pipe.load_lora_weights(adapters["a"], adapter_name="a")
     pipe.load_lora_weights(adapters["b"], adapter_name="b")
     assert pipe.get_active_adapters() == ["b"]  # the newest is active, as in diffusers
+    pipe.set_adapters(["a", "b"], adapter_weights=[None, 0.3])  # None is 1.0, as in diffusers
+    assert all(layer.scaling["a"] == 2.0 for layer in _lora_layers(pipe) if "a" in layer.scaling)  # alpha 8 / r 4
     pipe.set_adapters(["a", "b"], adapter_weights=[0.7, -0.4])
     merged = Emu3LMForCausalLM.from_pretrained(lm_dir).eval()  # W + 0.7 dA + (-0.4) dB, computed by hand
     with torch.no_grad():

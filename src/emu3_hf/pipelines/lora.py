@@ -134,10 +134,11 @@ class Emu3LoraLoaderMixin:
 
     # ---- activation and weights ----------------------------------------------------------------------------------
     def set_adapters(self, adapter_names: str | Sequence[str], adapter_weights: float | Sequence[float] | None = None):
-        """Activate ``adapter_names`` together, each scaled by its weight (default 1.0)."""
+        """Activate ``adapter_names`` together, each scaled by its weight (default 1.0; ``None`` also means 1.0, as in
+        diffusers). Weights must be finite."""
         names = as_list(adapter_names)
         weights = [1.0] * len(names) if adapter_weights is None else as_list(adapter_weights)
-        weights = [_finite(f"adapter_weights[{i}]", w) for i, w in enumerate(weights)]
+        weights = [1.0 if w is None else _finite(f"adapter_weights[{i}]", w) for i, w in enumerate(weights)]  # None: 1
         if len(weights) == 1 and len(names) > 1:
             weights = weights * len(names)
         if len(weights) != len(names):
