@@ -113,7 +113,7 @@ def test_load_fuse_unload_save_reload_gives_the_fused_model(pipe, lm_dir, adapte
     pipe.load_lora_weights(adapters["a"], adapter_name="a")
     pipe.set_adapters("a", adapter_weights=0.6)
     adapted = _logits(pipe)
-    pipe.fuse_lora(lora_scale=0.5)
+    pipe.fuse_lora(lora_scale=0.5, safe_fusing=True)
     assert pipe.fused_loras == {"a"} and pipe.num_fused_loras == 1
     pipe.unload_lora_weights()
     assert pipe.get_list_adapters() == {} and pipe.fused_loras == set()

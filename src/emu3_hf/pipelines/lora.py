@@ -175,10 +175,12 @@ class Emu3LoraLoaderMixin:
         """How many adapters are fused into the LM's weights (diffusers' property)."""
         return len(self.fused_loras)
 
-    def fuse_lora(self, lora_scale: float = 1.0, adapter_names: Sequence[str] | None = None) -> None:
+    def fuse_lora(self, lora_scale: float = 1.0, adapter_names: Sequence[str] | None = None,
+                  safe_fusing: bool = False) -> None:
         """Fold the active adapters (or ``adapter_names``), times ``lora_scale``, into the LM's base weights: the
         forward then costs what the base model's does. As in diffusers, the fused weights are
-        ``W + lora_scale * weight * alpha / r * B @ A`` per adapter (``weight`` from :meth:`set_adapters`)."""
+        ``W + lora_scale * weight * alpha / r * B @ A`` per adapter (``weight`` from :meth:`set_adapters`);
+        ``safe_fusing=True`` checks each fused weight for NaN first (PEFT's ``safe_merge``)."""
         lora_scale = _finite("lora_scale", lora_scale)
         if self._lora_fused is not None:
             raise ValueError("Adapters are already fused: call unfuse_lora() first.")
@@ -193,7 +195,7 @@ class Emu3LoraLoaderMixin:
         scalings = {name: dict(layer.scaling) for name, layer in layers}
         for _, layer in layers:
             layer.scale_layer(lora_scale)  # the active adapters' scales, as diffusers does
-            layer.merge(adapter_names=[n for n in names if n in layer.lora_A])
+            layer.merge(safe_merge=safe_fusing, adapter_names=[n for n in names if n in layer.lora_A])
         self._lora_fused = (names, lora_scale, scalings)
 
     def unfuse_lora(self) -> None:
