@@ -230,6 +230,14 @@ def test_merge_names_the_first_module_whose_shapes_do_not_fit(adapter, lm_dir, t
     assert not (tmp_path / "m").exists()
 
 
+def test_a_missing_adapter_folder_is_named_as_missing(lm_dir, tmp_path, capsys):
+    with pytest.raises(ValueError, match="no-such-lora'?: no such folder"):
+        merge_lora(lm_dir, tmp_path / "no-such-lora", tmp_path / "m")
+    assert cli_main(["convert-lora", str(tmp_path / "no-such-lora"), "--to", "native", "-o", str(tmp_path / "n")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "n").exists()
+
+
 def test_convert_lora_cli(adapter, tmp_path, capsys):
     assert cli_main(["convert-lora", str(adapter[0]), "--to", "native", "-o", str(tmp_path / "n")]) == 0
     assert cli_main(["convert-lora", str(tmp_path / "n"), "--to", "emu3", "-o", str(tmp_path / "back")]) == 0

@@ -223,6 +223,9 @@ def convert_lora_config(config: dict, to: str, modules: list[str]) -> dict:
 
 def _read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, str] | None]:
     config_path, weights_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+    if not folder.exists():
+        raise ValueError(f"adapter {str(folder)!r}: no such folder. Give the folder holding {ADAPTER_CONFIG} and "
+                         f"{ADAPTER_WEIGHTS} (PEFT's format).")
     if not config_path.is_file() or not weights_path.is_file():
         pickled = [p.name for p in folder.glob("adapter_model.bin")] if folder.is_dir() else []
         raise ValueError(
