@@ -208,6 +208,36 @@ def test_merge_refuses_foreign_adapters_and_bases(adapter, lm_dir, fixtures_dir,
     assert not (tmp_path / "m").exists()
 
 
+def test_merge_names_the_first_module_whose_shapes_do_not_fit(adapter, lm_dir, tmp_path, capsys):
+    """An adapter for a wider LM: one short message naming the adapter, the module and both shapes."""
+    wide = tmp_path / "wide"
+    shutil.copytree(adapter[0], wide)
+    state = load_file(str(wide / "adapter_model.safetensors"))
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    rank, width = state[key].shape
+    state[key] = torch.zeros(rank, width + 8)  # the only module that does not fit
+    save_file(state, str(wide / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError) as caught:
+        merge_lora(lm_dir, wide, tmp_path / "m")
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400, message
+    assert str(wide) in message and "model.layers.0.self_attn.q_proj" in message
+    assert f"({rank}, {width + 8})" in message and f"in={width}" in message
+    assert cli_main(["merge-lora", str(lm_dir), str(wide), str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("emu3:")]  # the rest is transformers' load bar
+    assert len(errors) == 1 and "model.layers.0.self_attn.q_proj" in errors[0] and "size mismatch" not in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_missing_adapter_folder_is_named_as_missing(lm_dir, tmp_path, capsys):
+    with pytest.raises(ValueError, match="no-such-lora'?: no such folder"):
+        merge_lora(lm_dir, tmp_path / "no-such-lora", tmp_path / "m")
+    assert cli_main(["convert-lora", str(tmp_path / "no-such-lora"), "--to", "native", "-o", str(tmp_path / "n")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "n").exists()
+
+
 def test_convert_lora_cli(adapter, tmp_path, capsys):
     assert cli_main(["convert-lora", str(adapter[0]), "--to", "native", "-o", str(tmp_path / "n")]) == 0
     assert cli_main(["convert-lora", str(tmp_path / "n"), "--to", "emu3", "-o", str(tmp_path / "back")]) == 0

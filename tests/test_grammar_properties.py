@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emu3_hf.generation.grammar import SAMPLE, VisionGrammar, sequence_length
+from emu3_hf.generation.grammar import SAMPLE, VisionGrammar, fed_length, sequence_length
 from emu3_hf.processing.layout import (
     SpecialIds,
     VisionSegment,
@@ -118,3 +118,13 @@ def test_truncated_generations_decode_by_the_repair_rule(data, grid):
     assert torch.equal(segment.codes[0], codes[0, :h])  # the rows that were generated are kept as they were
     if t > 1:
         assert h == codes.shape[1] and torch.equal(segment.codes[: t - 1], codes[: t - 1])
+
+
+@FAST
+@given(st.integers(1, 3), st.lists(st.tuples(st.integers(1, 5), st.integers(1, 6)), min_size=1, max_size=4))
+def test_fed_length_is_the_step_of_the_last_sampled_token(t, rows):
+    """The KV budget is checked with fed_length before the schedule exists: it must be what the schedule feeds."""
+    heights, widths = [h for h, _ in rows], [w for _, w in rows]
+    grammar = VisionGrammar.build(SPECIAL, heights, widths, t)
+    last_sample = int(torch.nonzero((grammar.forced == SAMPLE).any(0)).max())
+    assert fed_length(heights, widths, t) == grammar.feed_until == last_sample

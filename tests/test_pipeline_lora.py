@@ -38,6 +38,12 @@ def pipe(make_tiny_pipeline):
     return make_tiny_pipeline()
 
 
+def _lora_layers(pipe):
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in pipe.model.modules() if isinstance(m, LoraLayer)]
+
+
 def _logits(pipe):
     with torch.no_grad():
         return pipe.model(IDS).logits
@@ -87,8 +93,73 @@ def test_fused_equals_unfused(pipe, adapters):
     pipe.unfuse_lora()
     pipe.set_adapters(pipe.get_active_adapters(), adapter_weights=0.5)
     torch.testing.assert_close(_logits(pipe), half, atol=1e-5, rtol=1e-5)  # lora_scale == adapter weight
-    pipe.unload_lora_weights()  # after fusing, the base comes back within float rounding
+    pipe.unload_lora_weights()  # nothing fused now: the base comes back
     torch.testing.assert_close(_logits(pipe), base_logits, atol=1e-5, rtol=1e-5)
+
+
+def _fused_by_hand(lm_dir, folder, factor) -> dict[str, torch.Tensor]:
+    """The LM's state with W + factor * B @ A * alpha / r on every adapted module, from the saved files alone."""
+    state = Emu3LMForCausalLM.from_pretrained(lm_dir).state_dict()
+    for key in list(state):
+        module = key.removesuffix(".weight")
+        if key.startswith("model.layers.") and module.rsplit(".", 1)[-1] in TARGETS:
+            state[key] = state[key] + factor * _delta(folder, module)
+    return state
+
+
+def test_load_fuse_unload_save_reload_gives_the_fused_model(pipe, lm_dir, adapters, tmp_path):
+    """diffusers' recipe: set_adapters weight x lora_scale is what gets fused, and unloading keeps it."""
+    base = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    pipe.load_lora_weights(adapters["a"], adapter_name="a")
+    pipe.set_adapters("a", adapter_weights=0.6)
+    adapted = _logits(pipe)
+    pipe.fuse_lora(lora_scale=0.5, safe_fusing=True)
+    assert pipe.fused_loras == {"a"} and pipe.num_fused_loras == 1
+    pipe.unload_lora_weights()
+    assert pipe.get_list_adapters() == {} and pipe.fused_loras == set()
+    expected = _fused_by_hand(lm_dir, adapters["a"], 0.6 * 0.5)
+    state = pipe.model.state_dict()
+    assert state.keys() == base.keys()  # plain Linear modules again
+    changed = [k for k in state if not torch.equal(state[k], base[k])]
+    assert len(changed) == 5 * pipe.model.config.num_hidden_layers  # exactly the adapted modules keep a delta
+    for key in state:
+        torch.testing.assert_close(state[key], expected[key], atol=1e-6, rtol=1e-6, msg=key)
+    pipe.save_pretrained(tmp_path / "fused")
+    reloaded = Emu3Pipeline.from_pretrained(tmp_path / "fused")
+    again = reloaded.model.state_dict()
+    assert all(torch.equal(again[k], state[k]) for k in state)
+    with torch.no_grad():  # scale 0.3 fused, where the adapted run used weight 0.6: halfway, not the adapted logits
+        assert not torch.allclose(reloaded.model(IDS).logits, adapted, atol=1e-3)
+
+
+def test_fuse_then_unfuse_restores_base_and_scales(pipe, adapters):
+    base = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    pipe.load_lora_weights(adapters["a"])
+    adapted = _logits(pipe)
+    for scale in (0.0, 2.5, -1.0):
+        pipe.fuse_lora(lora_scale=scale)
+        pipe.unfuse_lora()
+        torch.testing.assert_close(_logits(pipe), adapted, atol=1e-5, rtol=1e-5)  # the adapter's scale came back
+    pipe.unload_lora_weights()  # nothing fused: the base weights, within float rounding of the fuse round trips
+    state = pipe.model.state_dict()
+    assert state.keys() == base.keys()
+    for key in base:
+        torch.testing.assert_close(state[key], base[key], atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_scales_are_refused_before_touching_weights(pipe, adapters, bad):
+    pipe.load_lora_weights(adapters["a"], adapter_name="a")
+    before = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    with pytest.raises(ValueError, match="lora_scale must be a finite number"):
+        pipe.fuse_lora(lora_scale=bad)
+    with pytest.raises(ValueError, match=r"adapter_weights\[1\] must be a finite number"):
+        pipe.set_adapters(["a", "a"], adapter_weights=[1.0, bad])
+    with pytest.raises(TypeError, match="lora_scale must be a real number"):
+        pipe.fuse_lora(lora_scale="0.5")
+    state = pipe.model.state_dict()
+    assert all(torch.equal(state[k], before[k]) for k in before) and pipe.fused_loras == set()
+    assert all(torch.isfinite(v).all() for v in state.values())
 
 
 def test_disable_and_unload_restore_the_base_bit_for_bit(pipe, adapters):
@@ -109,6 +180,8 @@ def test_two_adapters_mix_by_weight(pipe, lm_dir, adapters):
     pipe.load_lora_weights(adapters["a"], adapter_name="a")
     pipe.load_lora_weights(adapters["b"], adapter_name="b")
     assert pipe.get_active_adapters() == ["b"]  # the newest is active, as in diffusers
+    pipe.set_adapters(["a", "b"], adapter_weights=[None, 0.3])  # None is 1.0, as in diffusers
+    assert all(layer.scaling["a"] == 2.0 for layer in _lora_layers(pipe) if "a" in layer.scaling)  # alpha 8 / r 4
     pipe.set_adapters(["a", "b"], adapter_weights=[0.7, -0.4])
     merged = Emu3LMForCausalLM.from_pretrained(lm_dir).eval()  # W + 0.7 dA + (-0.4) dB, computed by hand
     with torch.no_grad():
@@ -132,6 +205,9 @@ def test_an_adapter_for_another_base_is_refused(pipe, tmp_path):
     with pytest.raises(ValueError, match="trained for another base model"):
         pipe.load_lora_weights(tmp_path / "other")
     assert pipe.get_list_adapters() == {}  # nothing was injected
+    for missing in (tmp_path / "no-such-folder", "./no-such-folder"):
+        with pytest.raises(ValueError, match="no such folder"):
+            pipe.load_lora_weights(missing)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="not a PEFT adapter folder"):
         pipe.load_lora_weights(tmp_path / "empty")

@@ -58,6 +58,7 @@ def launch(setup, output: Path, *flags: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("steps; final training loss") == 1  # process 0 reports, once
+    assert json.loads((output / "training_config.json").read_text())["num_processes"] == 2  # the yaml's count
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -67,18 +68,24 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_ddp_and_fsdp2_end_where_one_process_ends(setup, vq_dir, tiny_tokenizer_dir):
-    root = setup["root"]
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_ddp_and_fsdp2_end_where_one_process_ends(setup, vq_dir, tiny_tokenizer_dir, mode):
+    """Full: every weight; LoRA: the adapter, whose random initial A matrices must be the same draw on every rank
+    (fully_shard keeps each rank's own shard, where DDP broadcasts rank 0's)."""
+    root = setup["root"] / mode
+    lora = mode == "lora"
     single = train(model=str(setup["lm"]), vq=str(vq_dir), tokenizer=str(tiny_tokenizer_dir), data=str(setup["data"]),
-                   output_dir=str(root / "single"), lora=False, per_device_batch_size=4, max_steps=3,
-                   learning_rate=1e-3, null_prompt_prob=0.3, report_to="none", show_progress=False, seed=0)
-    full = ["--full", "--batch-size", "2", "--max-steps", "3", "--lr", "1e-3"]  # 2 per process x 2 = 4
-    launch(setup, root / "ddp", *full)
-    launch(setup, root / "fsdp2", *full, "--sharding", "fsdp2")
-    expected = weights(Path(single.output_dir) / "model")
+                   output_dir=str(root / "single"), lora=lora, lora_rank=4, lora_dropout=0.0, per_device_batch_size=4,
+                   max_steps=3, learning_rate=1e-2 if lora else 1e-3, null_prompt_prob=0.3, report_to="none",
+                   show_progress=False, seed=0)  # fmt: skip
+    flags = ["--batch-size", "2", "--max-steps", "3"]  # 2 per process x 2 = 4
+    flags += ["--lora-rank", "4", "--lora-dropout", "0", "--lr", "1e-2"] if lora else ["--full", "--lr", "1e-3"]
+    launch(setup, root / "ddp", *flags)
+    launch(setup, root / "fsdp2", *flags, "--sharding", "fsdp2")
+    expected = weights(Path(single.output_dir) / ("" if lora else "model"))
     assert len(expected) > 10
     for run in ("ddp", "fsdp2"):
-        got = weights(root / run / "model")
+        got = weights(root / run / ("" if lora else "model"))
         assert got.keys() == expected.keys()
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], atol=2e-5, rtol=0, msg=f"{run}: {name}")

@@ -223,6 +223,9 @@ def convert_lora_config(config: dict, to: str, modules: list[str]) -> dict:
 
 def _read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, str] | None]:
     config_path, weights_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+    if not folder.exists():
+        raise ValueError(f"adapter {str(folder)!r}: no such folder. Give the folder holding {ADAPTER_CONFIG} and "
+                         f"{ADAPTER_WEIGHTS} (PEFT's format).")
     if not config_path.is_file() or not weights_path.is_file():
         pickled = [p.name for p in folder.glob("adapter_model.bin")] if folder.is_dir() else []
         raise ValueError(
@@ -267,6 +270,42 @@ def convert_lora_adapter(source: str | os.PathLike, output: str | os.PathLike, t
     with staged_folder(output) as staging:
         _write_adapter(staging, new_config, new_state, metadata, source)
     return output
+
+
+def check_adapter_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse, in one short message, an adapter whose LoRA matrices do not fit ``model`` (an LM with emu3 names).
+
+    Every ``lora_A`` / ``lora_B`` weight must belong to a ``Linear`` of the model with matching sizes; the first one
+    that does not is named with both shapes, before anything is injected or merged. ``model`` may already hold PEFT
+    layers (their base layer is checked).
+
+    Example:
+        >>> check_adapter_fits(lm, load_file("my-lora/adapter_model.safetensors"), "my-lora")
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for key, tensor in state.items():
+        name = key.removeprefix(_PEFT_PREFIX)
+        if ".lora_A." not in name and ".lora_B." not in name:
+            continue
+        path = name.split(".lora_")[0]
+        try:
+            module = model.get_submodule(path)
+        except AttributeError:
+            raise ValueError(f"The adapter at {where} was made for another model: it adapts {path!r}, which this LM "
+                             "does not have (an adapter for transformers' native layout converts with "
+                             "`emu3 convert-lora --to emu3`).") from None
+        module = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+        if not isinstance(module, torch.nn.Linear):
+            raise ValueError(f"The adapter at {where} does not fit this LM: it adapts {path!r}, which is a "
+                             f"{type(module).__name__}, not a Linear. It was trained for another base model.")
+        lora_a = ".lora_A." in name
+        expected = (tensor.shape[0], module.in_features) if lora_a else (module.out_features, tensor.shape[1])
+        if tuple(tensor.shape) != expected:
+            raise ValueError(f"The adapter at {where} does not fit this LM: {path} is Linear(in={module.in_features}, "
+                             f"out={module.out_features}) but the adapter's lora_{'A' if lora_a else 'B'} there has "
+                             f"shape {tuple(tensor.shape)} (expected {expected}). It was trained for another base "
+                             "model.")
 
 
 def _base_lm_folder(base: Path) -> Path:
@@ -320,6 +359,7 @@ def merge_lora(
 
     check_shard_size(max_shard_size)
     base, adapter, output = Path(base), Path(adapter), Path(output)
+    where = adapter
     if not base.is_dir():
         raise ValueError(f"base {str(base)!r} is not a folder (a BAAI LM folder or an emu3-hf pipeline folder).")
     check_output(output)
@@ -331,8 +371,10 @@ def merge_lora(
         if adapter_naming(state) == "native":
             adapter = convert_lora_adapter(adapter, Path(tmp) / "adapter", to="emu3")
             modules = [lm_key_to_baai(m) for m in modules]
+            state = convert_lora_state_dict(state, "emu3")
         model = Emu3LMForCausalLM.from_pretrained(base / lm_rel, dtype="auto")
         stored_dtype, keys = model.dtype, set(model.state_dict())
+        check_adapter_fits(model, state, str(where))
         try:
             peft_model = PeftModel.from_pretrained(model.float(), adapter)
         except RuntimeError as err:  # PEFT reports shape mismatches this way
@@ -365,6 +407,7 @@ __all__ = [
     "NATIVE_VQ_EXCLUDE",
     "adapted_modules",
     "adapter_naming",
+    "check_adapter_fits",
     "convert_lora_adapter",
     "convert_lora_config",
     "convert_lora_state_dict",

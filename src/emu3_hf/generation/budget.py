@@ -2,8 +2,9 @@
 
 Two limits: positions (the prompt plus every generated token, EOL/EOF/EOI/EOS included, must stay within the
 model's ``max_position_embeddings``) and memory (the KV cache of the whole request, estimated from the config,
-the dtype and the batch, must fit in what the device has free). Both are pure arithmetic on host integers, so a
-request such as ``image_area=10**9`` is refused in microseconds instead of allocating until the process dies.
+the dtype and the batch, must fit in what the device has free). Both are pure arithmetic on host integers and run
+before the vision grammar (whose schedule grows with the request) is built, so a request such as
+``image_area=10**9`` is refused in microseconds instead of allocating until the process dies.
 
 Example:
     ```python
@@ -60,7 +61,8 @@ def kv_cache_bytes(config, rows: int, length: int, dtype: torch.dtype) -> int:
 
 
 def free_bytes(device: torch.device) -> int | None:
-    """Memory free for new tensors on ``device`` (None when it cannot be told)."""
+    """Memory free for new tensors on ``device`` (None when it cannot be told). On the CPU: the machine's available
+    memory, or less when the process runs under an address-space limit (``ulimit -v``, ``RLIMIT_AS``)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     if device.type == "cpu":
@@ -68,7 +70,15 @@ def free_bytes(device: torch.device) -> int | None:
             import psutil
         except ImportError:  # accelerate depends on psutil, so this is rare
             return None
-        return psutil.virtual_memory().available
+        free = psutil.virtual_memory().available
+        try:
+            import resource
+        except ImportError:  # Windows
+            return free
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            free = min(free, max(0, limit - psutil.Process().memory_info().vms))
+        return free
     return None
 
 

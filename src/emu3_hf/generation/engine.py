@@ -40,7 +40,7 @@ from transformers.cache_utils import Cache, DynamicCache, StaticCache
 
 from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
 from .budget import check_kv_cache_fits, check_sequence_fits
-from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, token_ids_from_config
+from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, fed_length, token_ids_from_config
 from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
 
 CacheImplementation = Literal["dynamic", "static"]
@@ -425,10 +425,6 @@ def generate_image_tokens(
     heights, widths = _as_host_list(height, "height", batch), _as_host_list(width, "width", batch)
     prompt_len = max(input_ids.shape[1], negative_input_ids.shape[1] if negative_input_ids is not None else 0)
     check_sequence_fits(model.config.max_position_embeddings, prompt_len, heights, widths, num_frames)
-    grammar = VisionGrammar.build(ids, heights, widths, num_frames, batch_size=batch)
-    # (N, B) host bools: which rows sample at each step; per-row generators advance only for those
-    sampling_rows = (grammar.forced == SAMPLE).t().tolist() if isinstance(generator, list) else None
-    grammar = grammar.to(device)
 
     # 1. One batch of prompts (+ negative prompts), left-padded; the cache holds it plus every fed token.
     prompt_ids, prompt_mask = build_guidance_batch(
@@ -436,9 +432,13 @@ def generate_image_tokens(
     )  # (B2, L)
     if not bool(prompt_mask[:, -1].all()):
         raise ValueError("Prompts must be LEFT-padded (the last column of every attention mask must be 1).")
-    prompt_len, fed = prompt_ids.shape[1], grammar.feed_until
+    prompt_len, fed = prompt_ids.shape[1], fed_length(heights, widths, num_frames)
     total = prompt_len + fed
-    check_kv_cache_fits(model.config, prompt_ids.shape[0], total, head.weight.dtype, device)
+    check_kv_cache_fits(model.config, prompt_ids.shape[0], total, head.weight.dtype, device)  # before the grammar
+    grammar = VisionGrammar.build(ids, heights, widths, num_frames, batch_size=batch)
+    # (N, B) host bools: which rows sample at each step; per-row generators advance only for those
+    sampling_rows = (grammar.forced == SAMPLE).t().tolist() if isinstance(generator, list) else None
+    grammar = grammar.to(device)
     key_mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], fed)], dim=1)  # (B2, total)
     static = cache_implementation == "static"
     jacobi, cache_len = None, total

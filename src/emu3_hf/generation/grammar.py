@@ -40,6 +40,13 @@ def sequence_length(height: int, width: int, num_frames: int = 1) -> int:
     return num_frames * (height * (width + 1) + 1) + 2
 
 
+def fed_length(heights: Sequence[int], widths: Sequence[int], num_frames: int = 1) -> int:
+    """Tokens the model consumes after the prompt for a batch of grids: every step up to the longest row's last
+    visual token (its last EOL, EOF, EOI and EOS are written, never fed). Host arithmetic only: what the KV cache
+    budget needs before :meth:`VisionGrammar.build` allocates anything of the request's size."""
+    return max(sequence_length(h, w, num_frames) for h, w in zip(heights, widths)) - 5
+
+
 def _row_schedule(ids: SpecialIds, height: int, width: int, num_frames: int, length: int) -> torch.Tensor:
     """Forced ids for one sequence, ``SAMPLE`` where a visual token is drawn, padded with ``ids.pad`` to ``length``:
     the processor's frame template (:func:`~emu3_hf.processing.layout.frames_template`), then EOI and EOS."""
@@ -124,7 +131,6 @@ class VisionGrammar:
         sampled = forced == SAMPLE  # (B, N)
         sample_steps = sampled.any(0).tolist()
         mixed_steps = (sampled.any(0) & ~sampled.all(0)).tolist()
-        last_sample = max(i for i, s in enumerate(sample_steps) if s)
         eol_counts = (forced == ids.eol).long().cumsum(1)  # (B, N) image rows completed after each step
         row_steps = torch.nonzero((forced == ids.eol).any(0)).flatten().tolist()
         return cls(
@@ -136,7 +142,7 @@ class VisionGrammar:
             code_steps=code_steps,
             sample_steps=sample_steps,
             mixed_steps=mixed_steps,
-            feed_until=last_sample,
+            feed_until=fed_length(heights, widths, num_frames),  # the step of the last sampled token
             rows_done=eol_counts.t().tolist(),
             row_steps=row_steps,
         )
@@ -189,4 +195,4 @@ def _as_host_list(value, name: str, batch_size: int | None) -> list[int]:
     return values
 
 
-__all__ = ["SAMPLE", "SpecialIds", "VisionGrammar", "sequence_length", "token_ids_from_config"]
+__all__ = ["SAMPLE", "SpecialIds", "VisionGrammar", "fed_length", "sequence_length", "token_ids_from_config"]

@@ -10,7 +10,9 @@ only, never the VQ, whatever their ``target_modules`` say.
 Behaviour (as in diffusers): a newly loaded adapter becomes the active one; ``set_adapters`` activates several with
 weights; ``fuse_lora`` folds the active adapters (times ``lora_scale``) into the base weights and ``unfuse_lora``
 takes them out again (equal within float rounding); ``unload_lora_weights`` removes every adapter and gives back the
-base modules themselves, so an adapter that was never fused leaves the base weights bit for bit as they were.
+base modules themselves, with whatever is fused still in their weights: an adapter that was never fused leaves the
+base weights bit for bit as they were, and diffusers' recipe "load, fuse, unload, save" saves the fused model.
+Weights and scales must be finite numbers: NaN or infinity is refused before any weight is touched.
 
 Example:
     ```python
@@ -18,12 +20,14 @@ Example:
     >>> pipe.load_lora_weights("path/to/style-lora", adapter_name="style")
     >>> pipe.set_adapters(["pink", "style"], adapter_weights=[1.0, 0.5])
     >>> pipe.fuse_lora(lora_scale=0.8); image = pipe("a small pink circle ...").images[0]; pipe.unfuse_lora()
-    >>> pipe.unload_lora_weights()
+    >>> pipe.fuse_lora(); pipe.unload_lora_weights(); pipe.save_pretrained("emu3-pink-fused")  # the fused model
     ```
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -34,6 +38,7 @@ from peft import LoraConfig, PeftConfig, inject_adapter_in_model, set_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
+from ..conversion.lora import check_adapter_fits
 from ..processing.arguments import as_list
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -46,7 +51,14 @@ def _adapter_folder(path_or_repo: str | os.PathLike, **hub_kwargs) -> Path:
     folder = Path(path_or_repo)
     if not folder.exists():
         from huggingface_hub import snapshot_download
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+        try:
+            validate_repo_id(str(path_or_repo))
+        except HFValidationError:  # not a repo id either: say what is missing, not how repo ids are spelled
+            raise ValueError(f"pretrained_model_name_or_path {str(path_or_repo)!r}: no such folder (and not a Hub "
+                             "repo id such as 'user/name'). Give the folder holding adapter_config.json and "
+                             "adapter_model.safetensors.") from None
         folder = Path(snapshot_download(str(path_or_repo), allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS],
                                         **hub_kwargs))
     if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
@@ -56,30 +68,21 @@ def _adapter_folder(path_or_repo: str | os.PathLike, **hub_kwargs) -> Path:
     return folder
 
 
-def _check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Every LoRA matrix must belong to a Linear of the LM with matching sizes: else the adapter is another base's."""
-    for key, tensor in state.items():
-        name = key.removeprefix(_PREFIX)
-        if ".lora_A." not in name and ".lora_B." not in name:
-            continue
-        path = name.split(".lora_")[0]
-        try:
-            module = model.get_submodule(path)
-        except AttributeError:
-            raise ValueError(f"The adapter at {where} adapts {path!r}, which this pipeline's LM does not have: it was "
-                             "trained for another base model (or for the native layout: convert it with "
-                             "`emu3 convert-lora --to emu3`).") from None
-        module = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-        expected = (tensor.shape[0], module.in_features) if ".lora_A." in name else (module.out_features, tensor.shape[1])
-        if not isinstance(module, torch.nn.Linear) or tuple(tensor.shape) != expected:
-            raise ValueError(f"The adapter at {where} does not fit this pipeline's LM: {key} has shape "
-                             f"{tuple(tensor.shape)} but {path} is {module}. It was trained for another base model.")
+def _finite(name: str, value) -> float:
+    """``value`` as a float; a non-number is a TypeError and NaN or infinity a ValueError, both naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}: NaN or infinity would be written into "
+                         "every adapted weight. Pass a finite scale such as 1.0.")
+    return float(value)
 
 
 class Emu3LoraLoaderMixin:
     """diffusers' LoRA methods for a pipeline whose LM is ``self.model``."""
 
-    _lora_fused: tuple[list[str], float] | None = None
+    # (fused adapter names, lora_scale, each layer's scaling before fusing), or None when nothing is fused
+    _lora_fused: tuple[list[str], float, dict[str, dict[str, float]]] | None = None
 
     # ---- state ---------------------------------------------------------------------------------------------------
     def _lora_layers(self) -> list[tuple[str, BaseTunerLayer]]:
@@ -114,7 +117,7 @@ class Emu3LoraLoaderMixin:
         if self._lora_fused is not None:
             raise ValueError("Adapters are fused into the weights: call unfuse_lora() before loading another one.")
         state = load_file(str(folder / ADAPTER_WEIGHTS))
-        _check_fits(self.model, state, str(pretrained_model_name_or_path))
+        check_adapter_fits(self.model, state, str(pretrained_model_name_or_path))
         training = self.model.training
         with warnings.catch_warnings():  # several adapters side by side is what set_adapters is for
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
@@ -131,9 +134,11 @@ class Emu3LoraLoaderMixin:
 
     # ---- activation and weights ----------------------------------------------------------------------------------
     def set_adapters(self, adapter_names: str | Sequence[str], adapter_weights: float | Sequence[float] | None = None):
-        """Activate ``adapter_names`` together, each scaled by its weight (default 1.0)."""
+        """Activate ``adapter_names`` together, each scaled by its weight (default 1.0; ``None`` also means 1.0, as in
+        diffusers). Weights must be finite."""
         names = as_list(adapter_names)
-        weights = [1.0] * len(names) if adapter_weights is None else [float(w) for w in as_list(adapter_weights)]
+        weights = [1.0] * len(names) if adapter_weights is None else as_list(adapter_weights)
+        weights = [1.0 if w is None else _finite(f"adapter_weights[{i}]", w) for i, w in enumerate(weights)]  # None: 1
         if len(weights) == 1 and len(names) > 1:
             weights = weights * len(names)
         if len(weights) != len(names):
@@ -160,50 +165,71 @@ class Emu3LoraLoaderMixin:
             layer.enable_adapters(True)
 
     # ---- fusing --------------------------------------------------------------------------------------------------
-    def fuse_lora(self, lora_scale: float = 1.0, adapter_names: Sequence[str] | None = None) -> None:
+    @property
+    def fused_loras(self) -> set[str]:
+        """Names of the adapters fused into the LM's weights (diffusers' property)."""
+        return set(self._lora_fused[0]) if self._lora_fused is not None else set()
+
+    @property
+    def num_fused_loras(self) -> int:
+        """How many adapters are fused into the LM's weights (diffusers' property)."""
+        return len(self.fused_loras)
+
+    def fuse_lora(self, lora_scale: float = 1.0, adapter_names: Sequence[str] | None = None,
+                  safe_fusing: bool = False) -> None:
         """Fold the active adapters (or ``adapter_names``), times ``lora_scale``, into the LM's base weights: the
-        forward then costs what the base model's does."""
+        forward then costs what the base model's does. As in diffusers, the fused weights are
+        ``W + lora_scale * weight * alpha / r * B @ A`` per adapter (``weight`` from :meth:`set_adapters`);
+        ``safe_fusing=True`` checks each fused weight for NaN first (PEFT's ``safe_merge``)."""
+        lora_scale = _finite("lora_scale", lora_scale)
         if self._lora_fused is not None:
             raise ValueError("Adapters are already fused: call unfuse_lora() first.")
-        names = list(adapter_names) if adapter_names is not None else self.get_active_adapters()
+        names = as_list(adapter_names) if adapter_names is not None else self.get_active_adapters()
         if not names:
             raise ValueError("No active adapter to fuse: load_lora_weights / set_adapters first.")
-        for _, layer in self._lora_layers():
-            if lora_scale != 1.0:
-                layer.scale_layer(lora_scale)
-            layer.merge(adapter_names=[n for n in names if n in layer.lora_A])
-        self._lora_fused = (names, lora_scale)
+        loaded = self.get_list_adapters().get("model", [])
+        unknown = [n for n in names if n not in loaded]
+        if unknown:
+            raise ValueError(f"adapter_names {unknown} are not loaded; loaded: {loaded}.")
+        layers = self._lora_layers()
+        scalings = {name: dict(layer.scaling) for name, layer in layers}
+        for _, layer in layers:
+            layer.scale_layer(lora_scale)  # the active adapters' scales, as diffusers does
+            layer.merge(safe_merge=safe_fusing, adapter_names=[n for n in names if n in layer.lora_A])
+        self._lora_fused = (names, lora_scale, scalings)
 
     def unfuse_lora(self) -> None:
-        """Take the fused adapters out of the base weights again (equal to before within float rounding)."""
+        """Take the fused adapters out of the base weights again (equal to before within float rounding) and give the
+        adapters back the scales they had before :meth:`fuse_lora`."""
         if self._lora_fused is None:
             return
-        _, lora_scale = self._lora_fused
-        for _, layer in self._lora_layers():
+        _, _, scalings = self._lora_fused
+        for name, layer in self._lora_layers():
             layer.unmerge()
-            if lora_scale != 1.0:
-                layer.unscale_layer(lora_scale)
+            layer.scaling.update(scalings.get(name, {}))
         self._lora_fused = None
 
     # ---- removing ------------------------------------------------------------------------------------------------
     def delete_adapters(self, adapter_names: str | Sequence[str]) -> None:
-        """Remove some adapters; removing the last one unloads LoRA entirely."""
+        """Remove some adapters (unfusing first); removing the last one unloads LoRA entirely."""
         names = as_list(adapter_names)
         loaded = self.get_list_adapters().get("model", [])
         if any(n not in loaded for n in names):
             raise ValueError(f"Cannot delete {names}: loaded adapters are {loaded}.")
+        self.unfuse_lora()  # deleting takes an adapter's effect away, fused or not
         if set(names) == set(loaded):
             self.unload_lora_weights()
             return
-        self.unfuse_lora()
         for _, layer in self._lora_layers():
             for n in names:
                 if n in layer.lora_A:
                     layer.delete_adapter(n)
 
     def unload_lora_weights(self) -> None:
-        """Remove every adapter and put the LM's own Linear modules back (unfusing first if needed)."""
-        self.unfuse_lora()
+        """Remove every adapter and put the LM's own Linear modules back. Fused adapters stay in their weights (as in
+        diffusers, whose "load, fuse, unload, save" recipe saves the fused model): call :meth:`unfuse_lora` first to
+        get the base weights back."""
+        self._lora_fused = None  # what is fused is now part of the base weights
         for name, layer in self._lora_layers():
             parent, _, child = name.rpartition(".")
             setattr(self.model.get_submodule(parent) if parent else self.model, child, layer.get_base_layer())

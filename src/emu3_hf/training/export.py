@@ -68,7 +68,8 @@ def export_trained(trainer: Any, losses: list[float], eval_losses: dict) -> None
         accelerator.wait_for_everyone()
         return
     description = _description(trainer, losses, eval_losses)
-    record = {"config": config.to_dict(), "losses": losses, "eval_losses": {str(k): v for k, v in eval_losses.items()}}
+    record = {"config": config.to_dict(), "losses": losses, "eval_losses": {str(k): v for k, v in eval_losses.items()},
+              "num_processes": accelerator.num_processes}
     with staged_folder(trainer.output) as staging:
         if config.lora:
             trainer.model.save_pretrained(str(staging), state_dict=state, safe_serialization=True)

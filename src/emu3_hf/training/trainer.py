@@ -201,7 +201,12 @@ class _Trainer:
         if config.qlora:
             lm = _qlora_lm(config, lm)
         lm.train()
-        model = prepare_model(lm, config)
+        # PEFT draws the adapter's initial A matrices from the global RNG, which is seeded per process (dropout).
+        # DDP would broadcast rank 0's draw, but fully_shard keeps each rank's own shard of it: draw them from the
+        # run's seed alone, so every process count (and FSDP2) starts from the adapter one process starts from.
+        with torch.random.fork_rng(devices=[]):  # PEFT initialises on the CPU; the GPU generators stay untouched
+            torch.random.default_generator.manual_seed(config.seed)
+            model = prepare_model(lm, config)
         self.model = model  # the unwrapped module (PEFT model or LM)
         if config.sharding == "fsdp2" and accelerator.num_processes > 1:
             _fsdp2(model, accelerator)
