@@ -315,7 +315,8 @@ class Emu3Tokenizer(PreTrainedTokenizerFast):
             try:
                 return Tokenizer.from_file(str(tokenizer_file))
             except Exception as err:  # tokenizers (Rust) raises a bare Exception that names no file
-                raise OSError(
+                # a ValueError: transformers replaces an OSError here by "Unable to load vocabulary", naming nothing
+                raise ValueError(
                     f"{tokenizer_file} is not a readable tokenizer.json ({err}): the file is truncated or corrupted; "
                     "copy it again from its source (or delete it: a folder with BAAI's emu3.tiktoken rebuilds it)."
                 ) from err
