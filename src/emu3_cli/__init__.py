@@ -205,7 +205,7 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     in words (flags, and options whose absence means something)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, True) or "default" in (action.help or ""):
+        if action.default is None or isinstance(action.default, bool) or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

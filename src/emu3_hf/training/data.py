@@ -62,7 +62,7 @@ def _read_metadata(folder: Path) -> list[dict]:
         try:
             check_blank_texts(row)
             column = check_media_file(file)  # read now: a bad file fails here, not after the model has loaded
-        except (ValueError, OSError) as error:
+        except (ValueError, TypeError, OSError) as error:
             raise type(error)(f"{path}, line {number}: {error}") from None
         rows.append({column: str(file), "text": row.get("text"), "question": row.get("question"),
                      "answer": row.get("answer")})  # fmt: skip
