@@ -203,3 +203,36 @@ def test_the_checks_accept_good_arguments(files):
     check_generation_args(args, device)
     check_output_file(args.output)
     assert json.loads((EMU3_TINY / "model_index.json").read_text())  # the default model is a pipeline folder
+
+
+# ---- conversion and adapters: the same rule ------------------------------------------------------------------------
+
+
+def _cut(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("case", ["missing source", "truncated weights", "no adapter", "truncated adapter"])
+def test_conversion_and_adapter_commands_follow_the_rule(tmp_path, capsys, case):
+    from emu3_hf.tiny_world import EMU3_TINY_PINK_LORA
+
+    out = tmp_path / "out"
+    if case == "missing source":
+        argv = ["convert", str(tmp_path / "nowhere"), "--to", "native", "-o", str(out)]
+    elif case == "truncated weights":
+        folder = Path(shutil.copytree(EMU3_TINY, tmp_path / "pipe"))
+        _cut(folder / "vq_model" / "model.safetensors")
+        argv = ["convert", str(folder), "--to", "native", "-o", str(out)]
+    elif case == "no adapter":
+        (tmp_path / "empty").mkdir()
+        argv = ["convert-lora", str(tmp_path / "empty"), "--to", "native", "-o", str(out)]
+    else:
+        adapter = Path(shutil.copytree(EMU3_TINY_PINK_LORA, tmp_path / "lora"))
+        _cut(adapter / "adapter_model.safetensors")
+        argv = ["merge-lora", str(EMU3_TINY), str(adapter), str(out)]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("emu3: ") and "Traceback" not in err, err
+    assert not out.exists()
