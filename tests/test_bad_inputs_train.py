@@ -58,6 +58,7 @@ def _config(data, out, **kw) -> TrainConfig:
     ({"file_name": "red0.png", "text": "   "}, ValueError, r"line 5: `text` is empty"),
     ({"file_name": "red0.png", "question": "what?", "answer": " "}, ValueError, r"line 5: `answer` is empty"),
     ({"file_name": "red0.png", "text": 3}, TypeError, r"line 5: `text` must be a string"),
+    (["red0.png", "a list"], ValueError, r"line 5: each line must be a JSON object"),
 ])  # fmt: skip
 def test_bad_rows_are_refused_before_the_model_loads(no_loading, tmp_path, row, error, match):
     data = _squares(tmp_path / "data", [row])
@@ -65,7 +66,7 @@ def test_bad_rows_are_refused_before_the_model_loads(no_loading, tmp_path, row, 
     shutil.copy(data / "notes.txt", data / "notes.mp4")
     png = (data / "red0.png").read_bytes()
     (data / "cut.png").write_bytes(png[: len(png) // 2])
-    if row["file_name"].endswith(".mp4"):
+    if isinstance(row, dict) and row["file_name"].endswith(".mp4"):
         pytest.importorskip("av")
     with pytest.raises(error, match=match):
         train(_config(data, tmp_path / "out"))

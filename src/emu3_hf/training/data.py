@@ -51,6 +51,8 @@ def _read_metadata(folder: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {number}: not JSON ({error.msg}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {number}: each line must be a JSON object, got {line.strip()[:60]!r}.")
         name = row.get("file_name")
         if not name:
             raise ValueError(f"{path}, line {number}: every line needs a `file_name` (the image or clip).")
