@@ -426,7 +426,7 @@ def test_emu3_train_command(lm_dir, vq_dir, tiny_tokenizer_dir, image_folder, tm
                  str(tiny_tokenizer_dir), "-o", str(tmp_path / "cli"), "--max-steps", "2", "--batch-size", "2",
                  "--lora-rank", "4", "--report-to", "none", "--quiet"])  # fmt: skip
     assert code in (0, None)
-    assert "2 steps; final training loss" in capsys.readouterr().out
+    assert "2 steps; training loss" in capsys.readouterr().out
     config = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
     assert config["r"] == 4
 
@@ -438,7 +438,7 @@ def test_emu3_train_command(lm_dir, vq_dir, tiny_tokenizer_dir, image_folder, tm
     assert (tmp_path / "again" / "checkpoint-1").is_dir()
     capsys.readouterr()
     assert main([*args, "--max-steps", "3", "--resume", "latest"]) in (0, None)
-    assert "3 steps; final training loss" in capsys.readouterr().out
+    assert "3 steps; training loss" in capsys.readouterr().out
     assert main(["train", str(image_folder), "--model", str(lm_dir), "-o", str(tmp_path / "x"), "--lora-rank",
                  "0"]) == 2  # fmt: skip
     assert "lora_rank must be > 0" in capsys.readouterr().err

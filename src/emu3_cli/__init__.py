@@ -200,53 +200,74 @@ resume exactly with --resume latest. Writes the adapter (adapter_config.json + a
 pipeline folder, a model card and training_config.json to OUTPUT_DIR."""
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter, minus "(default: None)" / "(default: False)" where the help says the default
+    in words (flags, and options whose absence means something)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_train_command(commands) -> None:
     # Defaults equal emu3_hf.training.TrainConfig's (a test keeps them so); None = TrainConfig's own default.
     t = commands.add_parser("train", help="LoRA or full fine-tuning (one process or accelerate launch)",
-                            description=_TRAIN_HELP)
+                            description=_TRAIN_HELP, formatter_class=_DefaultsFormatter)
     t.add_argument("data", help="folder with metadata.jsonl, or a save_to_disk dataset folder")
-    t.add_argument("--model", required=True, help="pipeline folder or Hub repo (or BAAI's LM folder with --vq)")
+    t.add_argument("--model", default=None, help="pipeline folder or Hub repo, or BAAI's LM folder with --vq "
+                   "(default: the embedded model shipped with emu3-hf)")  # fmt: skip
     t.add_argument("--vq", default=None, help="BAAI VisionTokenizer folder (with a BAAI LM folder as --model)")
     t.add_argument("--tokenizer", default=None, help="tokenizer folder if the BAAI LM folder has none")
-    t.add_argument("--output-dir", "-o", required=True, help="where checkpoints, logs and the result go")
-    t.add_argument("--eval-data", default=None, help="held-out set (same forms as DATA)")
+    t.add_argument("--output-dir", "-o", required=True,
+                   help="where checkpoints, logs and the result go (created; an existing folder is added to)")
+    t.add_argument("--eval-data", default=None, help="held-out set (same forms as DATA; default: none)")
     t.add_argument("--eval-fraction", type=float, default=0.0, help="hold out this share of DATA instead")
-    t.add_argument("--cache-dir", default=None, help="VQ code cache (default OUTPUT_DIR/vq-cache)")
-    t.add_argument("--loss-on", choices=["vision", "text", "all"], default="vision",
-                   help="tokens with loss: vision (BAAI's T2I SFT), text (answers), all")
-    t.add_argument("--null-prompt-prob", type=float, default=0.05, help="empty-prompt share for CFG")
+    t.add_argument("--cache-dir", default=None, help="VQ code cache (default: OUTPUT_DIR/vq-cache)")
+    t.add_argument("--loss-on", choices=["vision", "text", "all", "auto"], default="vision",
+                   help="tokens with loss: vision (BAAI's T2I SFT), text (answers), all, auto (per example)")
+    t.add_argument("--null-prompt-prob", type=float, default=0.05,
+                   help="share of rows trained with an empty prompt (CFG's unconditional branch; empty captions in "
+                   "DATA are refused)")  # fmt: skip
     method = t.add_mutually_exclusive_group()
     method.add_argument("--lora", dest="lora", action="store_true", default=True, help="LoRA (default)")
     method.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
-    t.add_argument("--lora-rank", type=int, default=16)
-    t.add_argument("--lora-alpha", type=float, default=32.0)
-    t.add_argument("--lora-dropout", type=float, default=0.05)
-    t.add_argument("--lora-targets", nargs="+", default=None, help="LM linear layers to adapt (default: all)")
+    t.add_argument("--lora-rank", type=int, default=16, help="LoRA rank r (the adapter matrices' inner size)")
+    t.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA alpha: the update is scaled by alpha / r")
+    t.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the LoRA branch's input, in [0, 1)")
+    t.add_argument("--lora-targets", nargs="+", default=None,
+                   help="LM linear layers to adapt (default: every attention and MLP projection)")
     t.add_argument("--rslora", dest="use_rslora", action="store_true", help="rank-stabilised LoRA scaling")
     t.add_argument("--dora", dest="use_dora", action="store_true", help="weight-decomposed LoRA (DoRA)")
     t.add_argument("--qlora", action="store_true", help="4-bit NF4 base (bitsandbytes, CUDA)")
-    t.add_argument("--learning-rate", "--lr", type=float, default=1e-4)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--warmup-steps", type=int, default=0)
-    t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip gradients (0 disables)")
-    t.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: --num-epochs)")
-    t.add_argument("--num-epochs", type=float, default=1.0)
-    t.add_argument("--batch-size", dest="per_device_batch_size", type=int, default=1, help="per process")
-    t.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    t.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
-    t.add_argument("--gradient-checkpointing", action="store_true")
-    t.add_argument("--sharding", choices=["fsdp2"], default=None, help="torch fully_shard across processes")
-    t.add_argument("--padding-side", choices=["left", "right"], default="right")
-    t.add_argument("--no-group-by-length", dest="group_by_length", action="store_false")
+    t.add_argument("--learning-rate", "--lr", type=float, default=1e-4, help="AdamW learning rate (peak)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    t.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps before the cosine decay")
+    t.add_argument("--max-grad-norm", type=float, default=1.0, help="clip gradients to this norm (0 disables)")
+    t.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: --num-epochs passes)")
+    t.add_argument("--num-epochs", type=float, default=1.0, help="passes over DATA (when --max-steps is not given)")
+    t.add_argument("--batch-size", dest="per_device_batch_size", type=int, default=1,
+                   help="examples per process and micro-step")
+    t.add_argument("--gradient-accumulation-steps", type=int, default=1, help="micro-steps per optimizer step")
+    t.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="accelerate's autocast")
+    t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
+    t.add_argument("--sharding", choices=["fsdp2"], default=None,
+                   help="torch fully_shard across processes (default: DDP or accelerate's config)")
+    t.add_argument("--padding-side", choices=["left", "right"], default="right", help="where batches are padded")
+    t.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                   help="batch in random order (default: batches of similar lengths, less padding)")
     t.add_argument("--save-steps", type=int, default=0, help="checkpoint every N steps (0: only the result)")
     t.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept")
-    t.add_argument("--resume", dest="resume_from_checkpoint", default=None, help="checkpoint folder or 'latest'")
+    t.add_argument("--resume", dest="resume_from_checkpoint", default=None,
+                   help="checkpoint folder, or 'latest' (the newest in OUTPUT_DIR) (default: a new run)")
     t.add_argument("--eval-steps", type=int, default=0, help="evaluate every N steps (0: at the end)")
-    t.add_argument("--logging-steps", type=int, default=10)
-    t.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--vq-batch-size", type=int, default=16)
-    t.add_argument("--hub-model-id", default=None, help="repo id the model card names")
+    t.add_argument("--logging-steps", type=int, default=10, help="log the loss every N steps")
+    t.add_argument("--report-to", choices=["auto", "tensorboard", "none"], default="auto",
+                   help="auto: TensorBoard in OUTPUT_DIR/emu3-train when installed, else no logs (said at the start)")
+    t.add_argument("--seed", type=int, default=0, help="data order, dropout and prompt drops")
+    t.add_argument("--vq-batch-size", type=int, default=16, help="images per VQ forward when tokenizing DATA")
+    t.add_argument("--hub-model-id", default=None,
+                   help="repo id the model card names (default: the card loads from OUTPUT_DIR)")
     t.add_argument("--quiet", dest="show_progress", action="store_false", help="no progress bars")
 
 

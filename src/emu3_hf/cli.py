@@ -22,6 +22,14 @@ from typing import Sequence
 
 import torch
 
+from .cli_checks import (
+    VIDEO_OUTPUT_SUFFIXES,
+    check_generation_args,
+    check_model_args,
+    check_output_file,
+    check_seed,
+    is_user_error,
+)
 from .tiny_world import EMU3_TINY
 from .utils.atomic import atomic_file
 
@@ -29,11 +37,10 @@ from .utils.atomic import atomic_file
 DEFAULT_MODEL = EMU3_TINY
 
 
-def _load_pipeline(args: argparse.Namespace, pipeline_class):
+def _load_pipeline(args: argparse.Namespace, pipeline_class, device: torch.device):
+    """The pipeline the options name, on ``device`` (checked by :func:`~emu3_hf.cli_checks.check_model_args`)."""
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.lm is not None or args.vq is not None:
-        if args.lm is None or args.vq is None:
-            raise ValueError("pass both --lm and --vq (BAAI's separate folders), or a pipeline folder --model.")
         pipe = pipeline_class.from_baai(args.lm, args.vq, tokenizer_path=args.tokenizer, torch_dtype=dtype)
     else:
         folder = args.model or DEFAULT_MODEL
@@ -43,7 +50,6 @@ def _load_pipeline(args: argparse.Namespace, pipeline_class):
                 "Emu3Pipeline.save_pretrained, or a Hub repo id) or --lm/--vq[/--tokenizer] with BAAI's folders."
             )
         pipe = pipeline_class.from_pretrained(folder, **({"torch_dtype": dtype} if dtype is not None else {}))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=args.quiet, desc="rows")
     return pipe
@@ -79,15 +85,17 @@ def _save_image(image, path: Path) -> None:
 def _save_video(frames, path: Path, fps: int) -> None:
     from .utils.video_export import export_to_gif, export_to_mp4
 
-    if path.suffix.lower() not in (".gif", ".mp4"):
-        raise ValueError(f"--output must end in .gif or .mp4, got {path.name!r}.")
     (export_to_mp4 if path.suffix.lower() == ".mp4" else export_to_gif)(frames, path, fps=fps)
 
 
 def _generate(args: argparse.Namespace) -> int:
     from .pipelines import Emu3Pipeline
 
-    pipe = _load_pipeline(args, Emu3Pipeline)
+    device = check_model_args(args)
+    check_generation_args(args, device)
+    for path in _output_paths(args.output, args.num_images):
+        check_output_file(path)
+    pipe = _load_pipeline(args, Emu3Pipeline, device)
     out = pipe(args.prompt, num_images_per_prompt=args.num_images, **_size(args), **_sampling(args))
     for image, path in zip(out.images, _output_paths(args.output, len(out.images))):
         _save_image(image, path)
@@ -96,14 +104,17 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from .pipelines import Emu3ChatPipeline
+    from .utils.media import load_image
 
-    if not args.image.is_file():
-        raise ValueError(f"No image file at {args.image}.")
-    image = Image.open(args.image).convert("RGB")
-    pipe = _load_pipeline(args, Emu3ChatPipeline)
+    device = check_model_args(args)
+    check_seed(args.seed)
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
+    if not args.question.strip():
+        raise ValueError("--question is empty: ask something about the image (default 'Describe the image.').")
+    image = load_image(args.image)  # decoded now: a bad file is named before the model loads
+    pipe = _load_pipeline(args, Emu3ChatPipeline, device)
     print(pipe(args.question, images=image, max_new_tokens=args.max_new_tokens).text[0])
     return 0
 
@@ -111,7 +122,10 @@ def _caption(args: argparse.Namespace) -> int:
 def _video(args: argparse.Namespace) -> int:
     from .pipelines import Emu3VideoPipeline
 
-    pipe = _load_pipeline(args, Emu3VideoPipeline)
+    device = check_model_args(args)
+    check_generation_args(args, device)
+    check_output_file(args.output, VIDEO_OUTPUT_SUFFIXES)
+    pipe = _load_pipeline(args, Emu3VideoPipeline, device)
     out = pipe(args.prompt, num_frames=args.num_frames, **_size(args), **_sampling(args))
     _save_video(out.frames[0], args.output, args.fps)
     print(args.output)
@@ -122,8 +136,11 @@ def _continue(args: argparse.Namespace) -> int:
     from .pipelines import Emu3VideoPipeline
     from .utils.video_export import load_video
 
-    frames = load_video(args.video)
-    pipe = _load_pipeline(args, Emu3VideoPipeline)
+    device = check_model_args(args)
+    check_generation_args(args, device, empty_prompt_ok=True)
+    check_output_file(args.output, VIDEO_OUTPUT_SUFFIXES)
+    frames = load_video(args.video)  # decoded now: a bad file is named before the model loads
+    pipe = _load_pipeline(args, Emu3VideoPipeline, device)
     out = pipe(args.prompt or "", video=frames, num_frames=args.num_frames, **_sampling(args))
     _save_video(out.frames[0], args.output, args.fps)
     print(args.output)
@@ -138,11 +155,15 @@ def _commands() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed command; bad input is reported as ``emu3: message`` (no traceback) with exit status 2."""
+    """Run a parsed command. Every error the user can cause (:func:`~emu3_hf.cli_checks.is_user_error`: bad values,
+    unreadable files, unknown repos, whichever library raised it) is reported as ``emu3: message`` with exit status
+    2 and no traceback; any other error is a bug and propagates with its traceback."""
     try:
         return _commands()[args.command](args)
-    except (ValueError, TypeError, OSError) as err:
-        print(f"emu3: {err}", file=sys.stderr)
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        print(f"emu3: {str(err) or type(err).__name__}", file=sys.stderr)
         return 2
 
 

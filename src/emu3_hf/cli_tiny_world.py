@@ -65,19 +65,16 @@ def _train(args: argparse.Namespace) -> int:
 
     lm = out / "lm" if args.lm_finish_epochs else out / "pipeline"  # stage 2c, when run, writes pipeline/
     result = train_tiny_lm(base, lm, copies=args.copies, num_epochs=args.lm_epochs, **capped(100))
-    print(f"LM: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; pipeline in "
-          f"{result.output_dir}")  # fmt: skip
+    print(f"LM: {result.report()}")
     if args.lm_finish_epochs:
         result = finish_tiny_lm(lm, out / "pipeline", copies=args.copies, num_epochs=args.lm_finish_epochs,
                                 **capped(30))  # fmt: skip
-        print(f"LM finish: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; pipeline in "
-              f"{result.output_dir}")  # fmt: skip
+        print(f"LM finish: {result.report()}")
     lora = {"show_progress": args.show_progress, "seed": args.seed}
     if args.lora_max_steps is not None:
         lora.update(max_steps=args.lora_max_steps, warmup_steps=min(20, args.lora_max_steps))
     result = train_pink_lora(out / "pipeline", out / "pink-lora", **lora)
-    print(f"LoRA: {result.global_step} steps, final training loss {result.losses[-1]:.4f}; adapter in "
-          f"{result.output_dir}")  # fmt: skip
+    print(f"LoRA: {result.report()}")
     return 0
 
 

@@ -12,8 +12,14 @@ def config_from_args(args: argparse.Namespace):
     """A TrainConfig from ``emu3 train``'s options (every option is named like its field)."""
     from .training import TrainConfig
 
+    from .cli import DEFAULT_MODEL
+
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if values.get("model") is None:
+        if values.get("vq") is not None or values.get("tokenizer") is not None:
+            raise ValueError("--vq / --tokenizer go with BAAI's LM folder as --model: pass --model LM_FOLDER too.")
+        values["model"] = str(DEFAULT_MODEL)  # the shipped model, like every other command
     if values.get("max_grad_norm") == 0:
         values["max_grad_norm"] = None
     return TrainConfig(**values)
@@ -22,14 +28,24 @@ def config_from_args(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     from .training import train
 
-    result = train(config_from_args(args))
-    if int(os.environ.get("RANK", "0")):  # under a multi-process launch, process 0 reports
-        return 0
-    what = "adapter" if args.lora else "pipeline"
-    print(f"{result.global_step} steps; final training loss {result.losses[-1]:.4f}; {what} in {result.output_dir}")
-    if result.eval_losses:
-        print(f"held-out loss {result.eval_losses[max(result.eval_losses)]:.4f}")
+    config = config_from_args(args)
+    config.check()  # before anything is said or loaded
+    main_process = not int(os.environ.get("RANK", "0"))  # under a multi-process launch, process 0 speaks
+    if main_process:
+        print(_logging_line(config), flush=True)
+    result = train(config)
+    if main_process:
+        print(result.report())
     return 0
+
+
+def _logging_line(config) -> str:
+    if config.tracker() == "tensorboard":
+        where = os.path.join(config.output_dir, "emu3-train")
+        return f"logging to TensorBoard in {where} (tensorboard --logdir {where}; --report-to none: no logs)"
+    if config.report_to == "auto":
+        return "not logging: TensorBoard is not installed (pip install tensorboard; the losses still go to training_config.json)"
+    return "not logging (--report-to none)"
 
 
 COMMANDS = {"train": _train}

@@ -338,6 +338,8 @@ def adapter_card(
     description: str | None = None,
     pipeline_tag: str = LM_TASK,
     local_base: bool = False,
+    pipeline_base: str | Sequence[str] | None = None,
+    adapter_location: str | None = None,
 ) -> ModelCard:
     """Card of a PEFT adapter folder (``adapter_config.json``): ``library_name: peft``, ``base_model_relation:
     adapter``.
@@ -349,6 +351,11 @@ def adapter_card(
         pipeline_tag: the task (e.g. ``"text-to-image"`` for an adapter of ``Emu3-Gen``).
         local_base: accept a base that is a local folder (a card written next to a training run's output): the
             card then names no Hub base model and its snippet loads the base from that folder.
+        pipeline_base: the pipeline the adapter was trained on -- a pipeline folder or repo id, or BAAI's
+            ``(lm, vq)`` / ``(lm, vq, tokenizer)`` folders -- to show loading it into the pipeline with
+            ``pipe.load_lora_weights`` first (diffusers' way), then the PEFT way.
+        adapter_location: where the snippet loads the adapter from (default ``repo_id``): the output folder of a
+            training run that is not on the Hub yet.
         The other arguments are those of :func:`pipeline_card`.
 
     Example:
@@ -389,20 +396,42 @@ def adapter_card(
         f"{config.get('lora_dropout')}, on the LM modules {targets}."
     ]
     sub = f", subfolder={_quote(base_subfolder)}" if base_subfolder else ""
+    location = _quote(adapter_location or repo_id)
     snippet = "\n".join([
+        *_pipeline_lora_lines(pipeline_base, location),
         "import torch",
         "import emu3_hf  # registers Emu3 with transformers' Auto classes",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
         "",
         f"base = AutoModelForCausalLM.from_pretrained({_quote(base_model or base_path)}{sub})",
-        f"model = PeftModel.from_pretrained(base, {_quote(repo_id)})",
+        f"model = PeftModel.from_pretrained(base, {location})",
         "logits = model(torch.tensor([[base.config.bos_token_id]])).logits  # (1, 1, vocab_size)",
         "merged = model.merge_and_unload()  # optional: fold the adapter into the weights",
     ])  # fmt: skip
     intro = description or "A PEFT adapter for an Emu3 language model."
     return _render(data, repo_id.split("/")[-1], intro + _base_line(base_model, "adapter"),
                    "pip install emu3-hf peft", snippet, details)
+
+
+def _pipeline_lora_lines(pipeline_base: str | Sequence[str] | None, location: str) -> list[str]:
+    """Snippet lines loading the adapter into its pipeline (``load_lora_weights``), then a blank line."""
+    if pipeline_base is None:
+        return []
+    if isinstance(pipeline_base, str):
+        load = f"Emu3Pipeline.from_pretrained({_quote(pipeline_base)})"
+    else:
+        lm, vq, *tokenizer = pipeline_base
+        extra = f", tokenizer_path={_quote(tokenizer[0])}" if tokenizer and tokenizer[0] else ""
+        load = f"Emu3Pipeline.from_baai({_quote(lm)}, {_quote(vq)}{extra})"
+    return [
+        "from emu3_hf import Emu3Pipeline",
+        "",
+        f"pipe = {load}",
+        f"pipe.load_lora_weights({location})  # the LM's linear layers get the adapter (the VQ never does)",
+        "codes = pipe(\"a red square\", output_type=\"tokens\").images  # or images: output_type=\"pil\" (default)",
+        "",
+    ]
 
 
 def card_for_folder(folder: str | os.PathLike, repo_id: str, **kwargs: Any) -> ModelCard:

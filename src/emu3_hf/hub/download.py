@@ -86,4 +86,38 @@ def download_pipeline(
     )
 
 
-__all__ = ["PICKLE_PATTERNS", "download_pipeline"]
+def check_model_source(name: str, value: str | os.PathLike | None) -> None:
+    """Refuse a model location that is neither an existing folder nor a valid Hub repo id, naming ``name`` (the
+    argument or option) -- before diffusers or transformers answer "neither a valid local path nor a valid repo id".
+
+    A path that does not exist is allowed only when it could be a repo id (``org/name``, not starting with ``.``,
+    ``/`` or ``~``): whether that repo exists is the Hub's to say. An existing file (not a folder) is refused.
+
+    Example:
+        ```python
+        >>> check_model_source("model", "BAAI/Emu3-Gen")  # a repo id: fine
+        >>> check_model_source("model", "./no-such-folder")
+        Traceback (most recent call last):
+        ValueError: model: ./no-such-folder is no folder (and not a Hub repo id such as 'BAAI/Emu3-Gen'); ...
+        ```
+    """
+    if value is None:
+        return
+    path = Path(value)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{name}: {value} is a file; pass the model's folder (or a Hub repo id).")
+        return
+    text = str(value)
+    local = text.startswith((".", "/", "~", "\\")) or text.count("/") > 1 or os.sep != "/" and os.sep in text
+    if not local:
+        try:
+            validate_repo_id(text)
+        except ValueError:  # HFValidationError
+            local = True
+    if local:
+        raise ValueError(f"{name}: {value} is no folder (and not a Hub repo id such as 'BAAI/Emu3-Gen'); check the "
+                         "path.")  # fmt: skip
+
+
+__all__ = ["PICKLE_PATTERNS", "check_model_source", "download_pipeline"]

@@ -312,7 +312,14 @@ class Emu3Tokenizer(PreTrainedTokenizerFast):
         codebook_size: int | None,
     ) -> Tokenizer:
         if tokenizer_file is not None and os.path.isfile(tokenizer_file):
-            return Tokenizer.from_file(str(tokenizer_file))
+            try:
+                return Tokenizer.from_file(str(tokenizer_file))
+            except Exception as err:  # tokenizers (Rust) raises a bare Exception that names no file
+                # a ValueError: transformers replaces an OSError here by "Unable to load vocabulary", naming nothing
+                raise ValueError(
+                    f"{tokenizer_file} is not a readable tokenizer.json ({err}): the file is truncated or corrupted; "
+                    "copy it again from its source (or delete it: a folder with BAAI's emu3.tiktoken rebuilds it)."
+                ) from err
         if vocab_file is None or not os.path.isfile(vocab_file):
             raise ValueError(
                 "Emu3Tokenizer needs `tokenizer.json` (tokenizer_file) or BAAI's `emu3.tiktoken` (vocab_file); "

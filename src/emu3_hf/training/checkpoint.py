@@ -128,16 +128,27 @@ def save_checkpoint(
         (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
 
 
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors",
+                    "trainer_state.json")  # fmt: skip
+
+
+def check_checkpoint_folder(folder: str | Path) -> None:
+    """Raise ``ValueError`` unless ``folder`` holds every file of a checkpoint (checked before a model loads)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"resume_from_checkpoint: {folder} is not a folder; pass a checkpoint-<step> folder or "
+                         "'latest'.")  # fmt: skip
+    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"{folder} is not a complete training checkpoint: it lacks {missing}.")
+
+
 def load_checkpoint(
     folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int
 ) -> dict[str, Any]:
     """Restore a checkpoint written by :func:`save_checkpoint` into the same setup; returns its trainer state."""
     folder = Path(folder)
-    needed = ("trainable.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors",
-              "trainer_state.json")  # fmt: skip
-    missing = [name for name in needed if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(f"{folder} is not a complete training checkpoint: it lacks {missing}.")
+    check_checkpoint_folder(folder)
     weights = load_file(str(folder / "trainable.safetensors"))
     expected = {_strip(k) for k in trainable_names(model)}
     got = {_strip(k) for k in weights}
@@ -195,5 +206,5 @@ def prune_checkpoints(output_dir: str | Path, keep: int | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["find_checkpoints", "load_checkpoint", "load_extra_tensors", "prune_checkpoints", "rng_state",
+__all__ = ["CHECKPOINT_FILES", "check_checkpoint_folder", "find_checkpoints", "load_checkpoint", "load_extra_tensors", "prune_checkpoints", "rng_state",
            "save_checkpoint", "set_rng_state", "trainable_state_dict"]  # fmt: skip

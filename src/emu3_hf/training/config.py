@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+from ..hub.download import check_model_source
+from .checkpoint import check_checkpoint_folder, find_checkpoints
 from .sequences import LOSS_CHOICES
 
 # Every linear layer of the Emu3 LM's decoder (attention and MLP); the VQ's projections are never adapted.
@@ -48,8 +50,15 @@ class TrainConfig:
     Output: checkpoints every ``save_steps`` (0 = only at the end) under ``output_dir/checkpoint-<step>``, the
     newest ``save_total_limit`` kept; ``resume_from_checkpoint``: a checkpoint folder, or "latest". At the end the
     adapter (``adapter_config.json`` + ``adapter_model.safetensors``) or the whole pipeline folder, and a README.md
-    model card (``hub_model_id`` names the repo in it). Logs every ``logging_steps`` to ``report_to``
-    ("tensorboard" or "none"); evaluation every ``eval_steps`` (0 = at the end only).
+    model card (``hub_model_id`` names the repo in it). Logs every ``logging_steps`` to ``report_to``:
+    "tensorboard" (``output_dir/emu3-train/``; needs the tensorboard package), "none", or "auto" (the default:
+    TensorBoard when it is installed, else nothing; :meth:`tracker` says which); evaluation every ``eval_steps``
+    (0 = at the end only).
+
+    Everything is checked by :meth:`check` before a model loads, and :func:`~emu3_hf.training.train` reads the whole
+    data (every row, file and caption) before a model loads too: a refused run leaves ``output_dir`` as it was.
+    Empty captions are refused (unconditional rows come from ``null_prompt_prob``, see
+    :func:`~emu3_hf.training.data.check_blank_texts`).
     """
 
     model: str
@@ -88,7 +97,7 @@ class TrainConfig:
     resume_from_checkpoint: str | None = None
     eval_steps: int = 0
     logging_steps: int = 10
-    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    report_to: Literal["auto", "tensorboard", "none"] = "auto"
     seed: int = 0
     vq_batch_size: int = 16
     hub_model_id: str | None = None
@@ -120,7 +129,7 @@ class TrainConfig:
         if self.loss_on not in LOSS_CHOICES:
             raise ValueError(f"loss_on must be one of {LOSS_CHOICES}, got {self.loss_on!r}.")
         choices = {"mixed_precision": ("no", "bf16", "fp16"), "sharding": (None, "fsdp2"),
-                   "padding_side": ("left", "right"), "report_to": ("tensorboard", "none")}  # fmt: skip
+                   "padding_side": ("left", "right"), "report_to": ("auto", "tensorboard", "none")}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
@@ -139,6 +148,14 @@ class TrainConfig:
                 )
         if self.qlora:
             self._check_qlora()
+        if self.report_to == "tensorboard" and not _tensorboard_installed():
+            raise ValueError("report_to='tensorboard' needs the tensorboard package: pip install tensorboard (or "
+                             "report_to='none').")  # fmt: skip
+        for name in ("model", "vq", "tokenizer"):
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                check_model_source(name, value)
+        self._check_output()
         if isinstance(self.model, (str, os.PathLike)) and Path(self.model).exists():
             folder = Path(self.model)
             if not (folder / "model_index.json").is_file() and self.vq is None:
@@ -150,8 +167,32 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, (str, os.PathLike)) and not Path(value).exists():
                 raise FileNotFoundError(f"{name}: {value} does not exist.")
-        if self.resume_from_checkpoint not in (None, "latest") and not Path(self.resume_from_checkpoint).is_dir():
-            raise FileNotFoundError(f"resume_from_checkpoint: {self.resume_from_checkpoint} is not a folder.")
+        if self.resume_from_checkpoint == "latest" and not find_checkpoints(self.output_dir):
+            raise ValueError(f"resume_from_checkpoint='latest' (--resume latest) but {self.output_dir} holds no "
+                             "checkpoint-<step> folder: drop it to start a new run, or pass a checkpoint folder.")
+        elif self.resume_from_checkpoint not in (None, "latest"):
+            check_checkpoint_folder(self.resume_from_checkpoint)
+
+    def _check_output(self) -> None:
+        """``output_dir`` and ``cache_dir`` are (or can become) folders: not files, under a writable folder."""
+        for name in ("output_dir", "cache_dir"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            path = Path(value)
+            if path.exists() and not path.is_dir():
+                raise ValueError(f"{name}: {value} is a file, not a folder; pass a folder (new or existing).")
+            existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+            if not existing.is_dir():
+                raise ValueError(f"{name}: {value} lies under the file {existing}; pass a folder path.")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ValueError(f"{name}: {value} cannot be written ({existing} is not writable).")
+
+    def tracker(self) -> str | None:
+        """Where the run logs: "tensorboard" or None (``report_to="auto"``: TensorBoard when installed)."""
+        if self.report_to == "auto":
+            return "tensorboard" if _tensorboard_installed() else None
+        return None if self.report_to == "none" else self.report_to
 
     def _check_qlora(self) -> None:
         import importlib.util
@@ -172,6 +213,12 @@ class TrainConfig:
                 value = f"<{type(value).__name__} of {len(value)} rows>"
             out[f.name] = list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
         return out
+
+
+def _tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 __all__ = ["DEFAULT_LORA_TARGETS", "LM_LINEAR_LAYERS", "TrainConfig"]

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from ..utils.atomic import atomic_file, staged_folder
+from ..utils.media import check_media_file
 
-VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".avi", ".mkv")
 CACHE_FORMAT = 1
 
 
@@ -51,6 +51,8 @@ def _read_metadata(folder: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {number}: not JSON ({error.msg}).") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {number}: each line must be a JSON object, got {line.strip()[:60]!r}.")
         name = row.get("file_name")
         if not name:
             raise ValueError(f"{path}, line {number}: every line needs a `file_name` (the image or clip).")
@@ -59,12 +61,43 @@ def _read_metadata(folder: Path) -> list[dict]:
             raise FileNotFoundError(f"{path}, line {number}: {file} does not exist.")
         if row.get("text") is None and (row.get("question") is None or row.get("answer") is None):
             raise ValueError(f"{path}, line {number}: give `text` (a caption) or `question` and `answer`.")
-        column = "video" if file.suffix.lower() in VIDEO_SUFFIXES else "image"
+        try:
+            check_blank_texts(row)
+            column = check_media_file(file)  # read now: a bad file fails here, not after the model has loaded
+        except (ValueError, TypeError, OSError) as error:
+            raise type(error)(f"{path}, line {number}: {error}") from None
         rows.append({column: str(file), "text": row.get("text"), "question": row.get("question"),
                      "answer": row.get("answer")})  # fmt: skip
     if not rows:
         raise ValueError(f"{path} lists no examples.")
     return rows
+
+
+def check_blank_texts(row: dict) -> None:
+    """An empty or blank caption (or answer) is a mistake, not data: a run learns the unconditional branch of
+    classifier-free guidance from ``null_prompt_prob`` (which empties the prompt of a share of the rows, reproducibly),
+    so a row without a caption is refused rather than trained as an unconditional one."""
+    for key in ("text", "answer"):
+        value = row.get(key)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"`{key}` must be a string, got {type(value).__name__} {value!r}.")
+        if value is not None and not value.strip() and (key == "answer" or row.get("answer") is None):
+            fix = ("write the caption, or drop the row (unconditional rows come from null_prompt_prob, "
+                   "--null-prompt-prob)") if key == "text" else "write the answer, or drop the row"
+            raise ValueError(f"`{key}` is empty ({value!r}): {fix}.")
+
+
+def _check_dataset_texts(source: Any) -> None:
+    """:func:`check_blank_texts` on every row of a dataset (the text columns only: no image is decoded)."""
+    keys = [k for k in ("text", "answer") if k in source.column_names]
+    if not keys:
+        return
+    table = source.select_columns(keys).with_format(None)[:]
+    for number, values in enumerate(zip(*(table[k] for k in keys))):
+        try:
+            check_blank_texts(dict(zip(keys, values)))
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"Row {number}: {error}") from None
 
 
 def load_examples(source: Any) -> Any:
@@ -94,6 +127,7 @@ def load_examples(source: Any) -> Any:
                          "T = 0 for an image.")
     if "text" not in columns and not {"question", "answer"} <= columns:
         raise ValueError(f"The dataset needs a `text` column, or `question` and `answer`; it has {sorted(columns)}.")
+    _check_dataset_texts(source)
     return source
 
 
@@ -284,4 +318,4 @@ def _tokenize_chunks(examples: Any, processor: Any, cache: Path, chunk_size: int
     return datasets.concatenate_datasets([datasets.load_from_disk(str(d)) for d in chunk_dirs])
 
 
-__all__ = ["load_examples", "tokenize_dataset"]
+__all__ = ["check_blank_texts", "load_examples", "tokenize_dataset"]

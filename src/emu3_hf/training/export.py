@@ -19,6 +19,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from ..utils.atomic import staged_folder
 from .checkpoint import trainable_state_dict
+from .losses import recent_loss
 
 LORA_TASK = "text-to-image"
 
@@ -40,6 +41,19 @@ _LOSS_WORDS = {"vision": "visual tokens", "text": "answer tokens", "all": "every
                "auto": "answer tokens of understanding examples and visual tokens of generation examples"}  # fmt: skip
 
 
+def _location(value: str) -> str:
+    """A local folder as an absolute path (the card's snippet runs from anywhere), a repo id as it is."""
+    return str(Path(value).resolve()) if os.path.exists(value) else str(value)
+
+
+def _pipeline_base(config: Any) -> str | tuple[str, ...]:
+    """What the run loaded as its pipeline: a pipeline folder / repo id, or BAAI's LM + VQ (+ tokenizer)."""
+    if config.vq is None:
+        return _location(str(config.model))
+    parts = (str(config.model), str(config.vq), *((str(config.tokenizer),) if config.tokenizer else ()))
+    return tuple(_location(p) for p in parts)
+
+
 def _description(trainer: Any, losses: list[float], eval_losses: dict) -> str:
     config = trainer.config
     method = f"LoRA (rank {config.lora_rank}, alpha {config.lora_alpha})" if config.lora else "full fine-tuning"
@@ -47,7 +61,9 @@ def _description(trainer: Any, losses: list[float], eval_losses: dict) -> str:
              f"{trainer.micro * config.gradient_accumulation_steps} examples, learning rate {config.learning_rate}, "
              f"loss on {_LOSS_WORDS[config.loss_on]}."]  # fmt: skip
     if losses:
-        parts.append(f"Training loss {losses[0]:.4f} at the first step, {losses[-1]:.4f} at the last.")
+        recent = recent_loss(losses)
+        parts.append(f"Training loss {losses[0]:.4f} at the first step, {recent.mean:.4f} over the last "
+                     f"{recent.steps} steps.")  # fmt: skip
     if eval_losses:
         step = max(eval_losses)
         parts.append(f"Held-out loss {eval_losses[step]:.4f} at step {step}.")
@@ -73,8 +89,10 @@ def export_trained(trainer: Any, losses: list[float], eval_losses: dict) -> None
     with staged_folder(trainer.output) as staging:
         if config.lora:
             trainer.model.save_pretrained(str(staging), state_dict=state, safe_serialization=True)
+            location = config.hub_model_id or str(Path(config.output_dir).resolve())
             card = adapter_card(staging, _card_repo_id(trainer), base_model=_base_repo(trainer), local_base=True,
-                                pipeline_tag=LORA_TASK, description=description)  # fmt: skip
+                                pipeline_tag=LORA_TASK, description=description,
+                                pipeline_base=_pipeline_base(config), adapter_location=location)  # fmt: skip
         else:
             lm = trainer.pipe.model
             if any(type(p).__name__ == "DTensor" for p in lm.parameters()):  # FSDP2: save a gathered copy

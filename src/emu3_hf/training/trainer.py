@@ -35,6 +35,7 @@ from ..modeling.transformers_compat import enable_activation_checkpointing
 from .checkpoint import find_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
 from .config import TrainConfig
 from .data import tokenize_dataset
+from .losses import recent_loss
 from .sequences import (
     Emu3DataCollator,
     LengthGroupedBatches,
@@ -49,9 +50,10 @@ from .sequences import (
 class TrainResult:
     """What a run produced: ``output_dir`` (adapter or pipeline folder), the optimizer ``global_step``, the mean
     training loss of every optimizer step (``losses``), the evaluation losses by step (``eval_losses``) and the
-    gradient norm (before clipping) of each step this process ran (``grad_norms``; a resumed run starts empty), and
+    gradient norm (before clipping) of each step this process ran (``grad_norms``; a resumed run starts empty),
     the tokens the steps of this call trained on (all processes) with the seconds they took (``train_tokens``,
-    ``train_seconds``: the training loop alone, without loading, the final evaluation or the export)."""
+    ``train_seconds``: the training loop alone, without loading, the final evaluation or the export).
+    :meth:`report` is the closing summary ``emu3 train`` prints."""
 
     output_dir: Path
     global_step: int
@@ -60,6 +62,16 @@ class TrainResult:
     grad_norms: list[float] = field(default_factory=list)
     train_tokens: int = 0
     train_seconds: float = 0.0
+
+    def report(self) -> str:
+        """One line: the steps, the training loss averaged over the last steps (one step's loss is noise, see
+        :mod:`~emu3_hf.training.losses`), the last held-out loss when there is one, and where the result is."""
+        recent = recent_loss(self.losses)
+        line = f"{self.global_step} steps; training loss {recent.mean:.4f} (mean of the last {recent.steps} steps)"
+        if self.eval_losses:
+            step = max(self.eval_losses)
+            line += f"; held-out loss {self.eval_losses[step]:.4f} (step {step})"
+        return f"{line}; saved in {self.output_dir}"
 
 
 class SequenceData:
@@ -153,7 +165,7 @@ class _Trainer:
 
         self.config = config
         self.output = Path(config.output_dir)
-        report = config.report_to if config.report_to != "none" else None
+        report = config.tracker()
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=report,
                                        project_dir=str(self.output), cpu=world > 1 and not _has_accelerator())
@@ -310,11 +322,8 @@ class _Trainer:
         where = self.config.resume_from_checkpoint
         if where is None:
             return {"global_step": 0, "epoch": 0, "batch": 0, "losses": [], "eval_losses": {}}
-        if where == "latest":
-            found = find_checkpoints(self.output)
-            if not found:
-                raise ValueError(f"resume_from_checkpoint='latest' but {self.output} holds no checkpoint-<step> folder.")
-            where = found[-1]
+        if where == "latest":  # TrainConfig.check made sure there is one
+            where = find_checkpoints(self.output)[-1]
         state = load_checkpoint(where, self.model, self.optimizer, self.scheduler, self.accelerator.process_index)
         if state["num_processes"] != self.accelerator.num_processes:
             raise ValueError(f"{where} was saved by {state['num_processes']} processes; resume with as many.")
@@ -328,7 +337,7 @@ class _Trainer:
         state = self.resume()
         step, epoch, position = state["global_step"], state["epoch"], state["batch"]
         losses, eval_losses = list(state["losses"]), {int(k): v for k, v in state["eval_losses"].items()}
-        if config.report_to != "none":
+        if config.tracker() is not None:
             accelerator.init_trackers("emu3-train", config={k: str(v) for k, v in config.to_dict().items()})
         bar = tqdm(total=self.total_steps, initial=step, desc="training", unit="step",
                    disable=not (config.show_progress and accelerator.is_main_process))  # fmt: skip

@@ -104,19 +104,29 @@ def load_video(path: str | os.PathLike) -> list[PIL.Image.Image]:
         >>> more = video_pipe("a small red circle moving right", video=frames, num_frames=4)
         ```
     """
+    from .media import VIDEO_SUFFIXES, is_video_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No video file at {path}.")
+    if not is_video_file(path):  # FFmpeg would read a text file as frames of rendered text
+        raise ValueError(f"{path} is not a video file: its suffix is none of {', '.join(VIDEO_SUFFIXES)}.")
     if path.suffix.lower() == ".gif":
-        with PIL.Image.open(path) as gif:
-            frames = [frame.convert("RGB") for frame in PIL.ImageSequence.Iterator(gif)]
+        try:
+            with PIL.Image.open(path) as gif:
+                frames = [frame.convert("RGB") for frame in PIL.ImageSequence.Iterator(gif)]
+        except (OSError, SyntaxError) as err:  # Pillow names no file: "image file is truncated", ...
+            raise ValueError(f"{path} is not a readable GIF ({err}).") from None
     else:
         try:
             import av
         except ImportError as err:
             raise ImportError(f"Reading {path.suffix} needs PyAV: pip install 'emu3-hf[video]' (or use a GIF).") from err
-        with av.open(str(path)) as container:
-            frames = [frame.to_image().convert("RGB") for frame in container.decode(video=0)]
+        try:
+            with av.open(str(path)) as container:
+                frames = [frame.to_image().convert("RGB") for frame in container.decode(video=0)]
+        except av.FFmpegError as err:
+            raise ValueError(f"{path} is not a readable video ({err}).") from None
     if not frames:
         raise ValueError(f"{path} holds no frames.")
     return frames
