@@ -37,6 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..utils.adapters import PEFT_PREFIX, check_adapter_fits
 from ..utils.atomic import staged_folder
 from .folders import DEFAULT_MAX_SHARD_SIZE, check_output, check_shard_size
 from .layouts import model_type_of, detect_layout
@@ -45,7 +46,6 @@ from .native import lm_key_to_baai, lm_key_to_native
 NAMINGS = ("emu3", "native")
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-_PEFT_PREFIX = "base_model.model."  # PEFT saves every adapter key under this prefix (adapter name stripped)
 NATIVE_VQ_EXCLUDE = r"model\.vqmodel\..*"
 _BASE_CLASSES = {
     "emu3": {"base_model_class": "Emu3LMForCausalLM", "parent_library": "emu3_hf.modeling.modeling_emu3"},
@@ -68,9 +68,9 @@ def adapter_naming(keys: Iterable[str]) -> str | None:
     """``"emu3"`` or ``"native"`` from an adapter's weight keys; ``None`` when both fit (only ``lm_head``)."""
     native = ours = False
     for key in keys:
-        if not key.startswith(_PEFT_PREFIX):
-            raise ValueError(f"{key!r} is not a PEFT adapter key (those start with {_PEFT_PREFIX!r}).")
-        name = key.removeprefix(_PEFT_PREFIX)
+        if not key.startswith(PEFT_PREFIX):
+            raise ValueError(f"{key!r} is not a PEFT adapter key (those start with {PEFT_PREFIX!r}).")
+        name = key.removeprefix(PEFT_PREFIX)
         native |= name.startswith(("model.text_model.", "model.vqmodel."))
         ours |= name.startswith("model.") and not name.startswith(("model.text_model.", "model.vqmodel."))
     if native and ours:
@@ -80,7 +80,7 @@ def adapter_naming(keys: Iterable[str]) -> str | None:
 
 def adapted_modules(keys: Iterable[str]) -> list[str]:
     """Names of the modules an adapter's LoRA weights belong to (``...q_proj`` of ``...q_proj.lora_A.weight``)."""
-    found = (re.match(r"(.+?)\.lora_\w+", key.removeprefix(_PEFT_PREFIX)) for key in keys)
+    found = (re.match(r"(.+?)\.lora_\w+", key.removeprefix(PEFT_PREFIX)) for key in keys)
     return sorted({match.group(1) for match in found if match})
 
 
@@ -93,7 +93,7 @@ def convert_lora_state_dict(state: dict[str, torch.Tensor], to: str) -> dict[str
     """
     rename = _TO_NAME[_check_naming(to)]
     adapter_naming(state)  # prefix and mixed-naming checks
-    return {_PEFT_PREFIX + rename(key.removeprefix(_PEFT_PREFIX)): value for key, value in state.items()}
+    return {PEFT_PREFIX + rename(key.removeprefix(PEFT_PREFIX)): value for key, value in state.items()}
 
 
 def _rename_entry(entry: str, to: str) -> str:
@@ -272,42 +272,6 @@ def convert_lora_adapter(source: str | os.PathLike, output: str | os.PathLike, t
     return output
 
 
-def check_adapter_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Refuse, in one short message, an adapter whose LoRA matrices do not fit ``model`` (an LM with emu3 names).
-
-    Every ``lora_A`` / ``lora_B`` weight must belong to a ``Linear`` of the model with matching sizes; the first one
-    that does not is named with both shapes, before anything is injected or merged. ``model`` may already hold PEFT
-    layers (their base layer is checked).
-
-    Example:
-        >>> check_adapter_fits(lm, load_file("my-lora/adapter_model.safetensors"), "my-lora")
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for key, tensor in state.items():
-        name = key.removeprefix(_PEFT_PREFIX)
-        if ".lora_A." not in name and ".lora_B." not in name:
-            continue
-        path = name.split(".lora_")[0]
-        try:
-            module = model.get_submodule(path)
-        except AttributeError:
-            raise ValueError(f"The adapter at {where} was made for another model: it adapts {path!r}, which this LM "
-                             "does not have (an adapter for transformers' native layout converts with "
-                             "`emu3 convert-lora --to emu3`).") from None
-        module = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-        if not isinstance(module, torch.nn.Linear):
-            raise ValueError(f"The adapter at {where} does not fit this LM: it adapts {path!r}, which is a "
-                             f"{type(module).__name__}, not a Linear. It was trained for another base model.")
-        lora_a = ".lora_A." in name
-        expected = (tensor.shape[0], module.in_features) if lora_a else (module.out_features, tensor.shape[1])
-        if tuple(tensor.shape) != expected:
-            raise ValueError(f"The adapter at {where} does not fit this LM: {path} is Linear(in={module.in_features}, "
-                             f"out={module.out_features}) but the adapter's lora_{'A' if lora_a else 'B'} there has "
-                             f"shape {tuple(tensor.shape)} (expected {expected}). It was trained for another base "
-                             "model.")
-
-
 def _base_lm_folder(base: Path) -> Path:
     """The LM folder inside a merge base: the base itself (BAAI LM folder), ``model/`` or ``lm/``."""
     if model_type_of(base) == "Emu3":
@@ -407,7 +371,6 @@ __all__ = [
     "NATIVE_VQ_EXCLUDE",
     "adapted_modules",
     "adapter_naming",
-    "check_adapter_fits",
     "convert_lora_adapter",
     "convert_lora_config",
     "convert_lora_state_dict",

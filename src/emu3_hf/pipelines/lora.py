@@ -33,12 +33,11 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from peft import LoraConfig, PeftConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
-from ..conversion.lora import check_adapter_fits
+from ..utils.adapters import check_adapter_fits
 from ..processing.arguments import as_list
 
 ADAPTER_CONFIG = "adapter_config.json"

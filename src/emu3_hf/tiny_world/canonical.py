@@ -38,6 +38,8 @@ import numpy as np
 import torch
 
 from ..training.vq import VQObjective, decode_vectors
+from .splits import LM_SPLITS, specs_of
+from .vq_stages import tune_tiny_vq_decoder
 from .render import NO_JITTER, Jitter, image_mask, render_image, render_video
 from .world import BACKGROUND_COLORS, HELD_OUT, LORA_COLOR, PALETTE, SHAPE_COLORS, ImageSpec
 
@@ -263,16 +265,14 @@ def tune_tiny_vq_canonical(
     bank_jitters: int = 1,
     **overrides: Any,
 ) -> Path:
-    """Stage 1d: stage 1c's decoder training (:func:`~emu3_hf.tiny_world.recipe.tune_tiny_vq_decoder`: clean and
+    """Stage 1d: stage 1c's decoder training (:func:`~emu3_hf.tiny_world.vq_stages.tune_tiny_vq_decoder`: clean and
     jittered images and clips of every split the LM draws and of pink; ``overrides`` go there) from the VQ folder
     ``vq`` into ``output_dir``, plus the canonical grids of the same image specs (:class:`CanonicalGridObjective`).
     The fields are rows the encoder writes for none of these images (clean and ``bank_jitters`` times jittered) and
     clips (clean). Returns ``output_dir``; its config's ``canonical_fields`` names the field rows."""
-    from .recipe import LM_SPLITS, _specs_of, tune_tiny_vq_decoder
-
     if steps < 1 or bank_jitters < 0:
         raise ValueError(f"steps must be >= 1 and bank_jitters >= 0, got {steps} and {bank_jitters}.")
-    images, clips = _specs_of(LM_SPLITS + ("lora",))
+    images, clips = specs_of(LM_SPLITS + ("lora",))
     rng = np.random.default_rng(seed)
     bank = [render_image(s) for s in images] + [render_image(s, Jitter.sample(rng))
                                                 for _ in range(bank_jitters) for s in images]  # fmt: skip

@@ -198,6 +198,11 @@ def find_checkpoints(output_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def resume_point(output_dir: str | Path) -> str | None:
+    """"latest" when ``output_dir`` holds a checkpoint of an earlier run (both stages resume that way), else None."""
+    return "latest" if Path(output_dir).is_dir() and find_checkpoints(output_dir) else None
+
+
 def prune_checkpoints(output_dir: str | Path, keep: int | None) -> None:
     """Delete all but the ``keep`` newest checkpoints (None keeps all)."""
     if keep is None:
@@ -206,5 +211,6 @@ def prune_checkpoints(output_dir: str | Path, keep: int | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["CHECKPOINT_FILES", "check_checkpoint_folder", "find_checkpoints", "load_checkpoint", "load_extra_tensors", "prune_checkpoints", "rng_state",
+__all__ = [
+    "resume_point","CHECKPOINT_FILES", "check_checkpoint_folder", "find_checkpoints", "load_checkpoint", "load_extra_tensors", "prune_checkpoints", "rng_state",
            "save_checkpoint", "set_rng_state", "trainable_state_dict"]  # fmt: skip
