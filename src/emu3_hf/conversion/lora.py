@@ -37,6 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..modeling.loading import refuse_pickled_weights
 from ..utils.atomic import staged_folder
 from .folders import DEFAULT_MAX_SHARD_SIZE, check_output, check_shard_size
 from .layouts import model_type_of, detect_layout
@@ -222,6 +223,7 @@ def convert_lora_config(config: dict, to: str, modules: list[str]) -> dict:
 
 
 def _read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, str] | None]:
+    refuse_pickled_weights(folder, f"adapter {str(folder)!r}")
     config_path, weights_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
     if not config_path.is_file() or not weights_path.is_file():
         pickled = [p.name for p in folder.glob("adapter_model.bin")] if folder.is_dir() else []

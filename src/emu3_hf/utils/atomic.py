@@ -54,8 +54,8 @@ def _sibling_name(target: Path, suffix: str) -> Path:
 def atomic_file(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path in ``path``'s folder (same suffix); on success it replaces ``path`` in one rename.
 
-    The temporary file is created as ``open(path, "w")`` would create it (mode ``0o666 & ~umask``); when ``path``
-    exists its mode is kept.
+    The result has the mode ``open(path, "w")`` would give it: ``0o666 & ~umask`` for a new file, the previous mode
+    of a replaced one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,11 +66,13 @@ def atomic_file(path: str | os.PathLike) -> Iterator[str]:
             break
         except FileExistsError:
             continue
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
     os.close(fd)
     try:
         if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+            mode = stat.S_IMODE(path.stat().st_mode)
         yield str(tmp)
+        os.chmod(tmp, mode)  # also after writers that replace the file with a private one (safetensors)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -106,6 +108,18 @@ def _carry_over(old: Path, new: Path) -> None:
                 destination.rmdir()  # it held only stale weights
         elif hidden or not is_weight_file(entry.name):
             _link_or_copy(entry.path, str(destination))
+
+
+def _apply_umask(folder: Path, umask: int) -> None:
+    """Give what a save wrote the modes of a plain ``open()`` / ``mkdir()``: some writers (safetensors' ``save_file``)
+    create private (0o600) files whatever the umask. Executable files stay executable."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            executable = name in dirs or os.stat(path).st_mode & stat.S_IXUSR
+            os.chmod(path, (0o777 if executable else 0o666) & ~umask)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -154,8 +168,10 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
             break
         except FileExistsError:
             continue
+    umask = ~stat.S_IMODE(staging.stat().st_mode) & 0o777  # read back, not os.umask(): that call is process-wide
     try:
         yield staging
+        _apply_umask(staging, umask)
         if not target.exists():
             os.replace(staging, target)
             return
