@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import emu3_hf
-from emu3_hf import Emu3LMForCausalLM, Emu3VisionVQModel
+from emu3_hf import Emu3LMForCausalLM, Emu3Tokenizer, Emu3VisionVQModel
 from emu3_hf.pipelines import Emu3Pipeline
 from emu3_hf.utils import atomic
 from emu3_hf.utils.atomic import atomic_file, staged_folder
@@ -94,18 +94,30 @@ def test_staged_folder_replaces_the_content_as_a_whole(tmp_path, monkeypatch, ex
     if not exchange:
         monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # systems without renameat2
     target = tmp_path / "ckpt"
-    (target / "sub").mkdir(parents=True)
-    (target / "notes").mkdir()
-    for name in ("model.safetensors", "old.bin", "sub/model.safetensors.index.json", "notes/n.txt", "README.md",
-                 "config.json"):  # fmt: skip
+    for name in ("model.safetensors", "old.bin", "README.md", "config.json", "notes/n.txt", "lm/model.safetensors",
+                 "lm/model.safetensors.index.json", "lm/tokenizer.json", "vq/model.safetensors", "vq/old.pt"):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
         (target / name).write_text(f"old {name}")
     with staged_folder(target) as staging:
-        (staging / "model-00001-of-00001.safetensors").write_text("new")
+        (staging / "model-00001-of-00001.safetensors").write_text("new")  # weights here and in lm/, none in vq/
         (staging / "config.json").write_text("new config")
-    assert _files(target) == ["README.md", "config.json", "model-00001-of-00001.safetensors", "notes/n.txt"]
-    assert (target / "config.json").read_text() == "new config"
-    assert (target / "notes" / "n.txt").read_text() == "old notes/n.txt"
+        (staging / "lm").mkdir()
+        (staging / "lm" / "model.safetensors").write_text("new lm")
+    assert _files(target) == ["README.md", "config.json", "lm/model.safetensors", "lm/tokenizer.json",
+                              "model-00001-of-00001.safetensors", "notes/n.txt", "vq/model.safetensors", "vq/old.pt"]
+    assert [(target / n).read_text() for n in ("config.json", "lm/model.safetensors", "notes/n.txt")] == [
+        "new config", "new lm", "old notes/n.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_a_tokenizer_saved_next_to_a_model_keeps_its_weights(lm_dir, tmp_path):
+    """transformers' habit: model.save_pretrained(d) then tokenizer.save_pretrained(d) (BAAI's repos hold both)."""
+    Emu3LMForCausalLM.from_pretrained(lm_dir).save_pretrained(tmp_path / "lm")
+    Emu3Tokenizer.from_pretrained(ASSET / "tokenizer").save_pretrained(tmp_path / "lm")
+    with staged_folder(tmp_path / "lm") as staging:  # what save_pretrained_with_code does for the tokenizer
+        (staging / "tokenizer_code.py").write_text("# code")
+    assert {"model.safetensors", "tokenizer.json", "tokenizer_code.py"} <= set(_files(tmp_path / "lm"))
+    _assert_same_state(Emu3LMForCausalLM.from_pretrained(tmp_path / "lm"), load_file(str(lm_dir / "model.safetensors")))
 
 
 def test_staged_folder_refuses_a_file_before_the_save(tmp_path):

@@ -39,10 +39,11 @@ except ImportError:
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 CONVERT_HINT = (
-    "emu3-hf reads safetensors only (unpickling a file can run arbitrary code). Convert the weights once, where you "
-    "trust the file, e.g. `python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('pytorch_model"
-    ".bin', weights_only=True), 'model.safetensors')\"` (adapter_model.bin -> adapter_model.safetensors likewise), or "
-    "with safetensors' convert script (github.com/huggingface/safetensors, bindings/python/convert.py)."
+    "emu3-hf reads safetensors only: pickled weights are never loaded (unpickling can run arbitrary code). Convert "
+    "the weights once, where you trust the file, e.g. `python -c \"import torch, safetensors.torch as st; "
+    "st.save_file(torch.load('pytorch_model.bin', weights_only=True), 'model.safetensors')\"` (adapter_model.bin -> "
+    "adapter_model.safetensors likewise), or with safetensors' convert script (github.com/huggingface/safetensors, "
+    "bindings/python/convert.py)."
 )
 _SHOWN = 5  # mismatches named in an error
 

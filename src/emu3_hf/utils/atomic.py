@@ -7,11 +7,12 @@ exactly what it wrote.
 
 - :func:`atomic_file` writes a temporary file next to the target and renames it over the target.
 - :func:`staged_folder` writes a temporary folder next to the target and exchanges the two in one ``renameat2``
-  (Linux; elsewhere two renames, with an instant where the target is absent). The folder's content is replaced as a
-  whole: weight files (``*.safetensors``, pickles such as ``*.bin`` / ``*.pt``) and weight indexes (``*.index.json``)
-  of the previous content never survive a save, so a later load returns exactly what was saved. Entries the save did
-  not write and that are not weights (a README.md, ``.git``, ``.gitattributes``, notes) are carried over unchanged
-  (hard links, or copies where links are impossible).
+  (Linux; elsewhere two renames, with an instant where the target is absent). In every folder where the save
+  writes weights, the previous weight files (``*.safetensors``, pickles such as ``*.bin`` / ``*.pt``) and weight
+  indexes (``*.index.json``) never survive it, so a later load returns exactly what was saved, whatever the sharding.
+  Everything else the save did not write is carried over unchanged (hard links, or copies where links are
+  impossible): a README.md, ``.git``, notes, and the weights of a folder when the save wrote none there (a tokenizer
+  saved next to a model).
 - Both create what they write with the modes a plain ``open()`` / ``mkdir()`` gives under the process umask (files
   ``0o666 & ~umask``, folders ``0o777 & ~umask``); a file or folder that is replaced keeps its previous mode, as an
   in-place write would.
@@ -37,12 +38,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-# Files a save owns even when it did not write them this time: weights in every format and their shard indexes.
+# Weights in every format and their shard indexes: a save that writes weights into a folder replaces all of these.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".msgpack", ".h5", ".gguf")
 
 
 def is_weight_file(name: str) -> bool:
-    """Whether a file name is a checkpoint's weights or weight index (never carried over a save)."""
+    """Whether a file name is a checkpoint's weights or weight index (not carried over a save that writes weights)."""
     return name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json")
 
 
@@ -86,27 +87,20 @@ def _link_or_copy(source: str, destination: str) -> None:
 
 
 def _carry_over(old: Path, new: Path) -> None:
-    """Bring into ``new`` what ``old`` holds and the save did not write, except weights and weight indexes.
-
-    Hidden entries (``.git``, ``.cache``) are carried whole: they are not ours to judge.
-    """
+    """Bring into ``new`` what ``old`` holds and the save did not write. In a folder where the save wrote weights,
+    the previous weights and weight indexes are dropped; a folder where it wrote none (a tokenizer saved next to a
+    model) keeps them. Hidden entries (``.git``, ``.cache``) are carried whole: they are not ours to judge."""
+    wrote_weights = any(entry.is_file() and is_weight_file(entry.name) for entry in os.scandir(new))
     for entry in os.scandir(old):
         destination = new / entry.name
-        hidden = entry.name.startswith(".")
         is_dir = entry.is_dir(follow_symlinks=False)
         if os.path.lexists(destination):
-            if is_dir and not hidden and destination.is_dir() and not destination.is_symlink():
+            if is_dir and not entry.name.startswith(".") and destination.is_dir() and not destination.is_symlink():
                 _carry_over(Path(entry.path), destination)
             continue
-        if is_dir and hidden:
+        if is_dir:
             shutil.copytree(entry.path, destination, symlinks=True, copy_function=_link_or_copy)
-        elif is_dir:
-            destination.mkdir()
-            shutil.copystat(entry.path, destination, follow_symlinks=False)
-            _carry_over(Path(entry.path), destination)
-            if any(os.scandir(entry.path)) and not any(destination.iterdir()):
-                destination.rmdir()  # it held only stale weights
-        elif hidden or not is_weight_file(entry.name):
+        elif not (wrote_weights and is_weight_file(entry.name)):
             _link_or_copy(entry.path, str(destination))
 
 
@@ -151,9 +145,9 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; on success it becomes ``target``, replacing its content.
 
     A new ``target`` appears in one rename; an existing one is exchanged with the staging folder, after the entries
-    of ``target`` that the save did not write and that are not weights or weight indexes were carried over. A failed
-    or interrupted save leaves ``target`` as it was; a finished one leaves no stale weights. A symlink ``target`` is
-    followed (the folder it points to is replaced).
+    of ``target`` that the save did not write were carried over, except previous weights and weight indexes in a
+    folder where the save wrote weights. A failed or interrupted save leaves ``target`` as it was; a finished one
+    leaves no stale weights. A symlink ``target`` is followed (the folder it points to is replaced).
     """
     target = Path(target)
     if target.is_symlink():
