@@ -313,3 +313,12 @@ def test_private_writers_still_give_the_umask_modes(umask, tmp_path):
     with staged_folder(tmp_path / "ckpt") as staging:
         save_file({"x": torch.zeros(1)}, str(staging / "b.safetensors"))
     assert _mode(tmp_path / "a.safetensors") == _mode(tmp_path / "ckpt" / "b.safetensors") == 0o666 & ~umask
+
+
+def test_a_base_model_reads_a_checkpoint_with_a_head(lm_dir):
+    """transformers' convention: AutoModel on a causal-LM checkpoint drops the LM head and nothing else."""
+    from emu3_hf import Emu3LMModel
+
+    base = Emu3LMModel.from_pretrained(lm_dir)
+    reference = load_file(str(lm_dir / "model.safetensors"))
+    _assert_same_state(base, {k.removeprefix("model."): v for k, v in reference.items() if k != "lm_head.weight"})
