@@ -23,8 +23,8 @@ SPECIAL = PROCESSOR.special
 
 def _valid_stream(codes: torch.Tensor) -> list[int]:
     header = TOKENIZER.encode(f"{codes.shape[0]}*{codes.shape[1]}", add_special_tokens=False)
-    return [SPECIAL.bos, *TOKENIZER.encode("a cat", add_special_tokens=False), *vision_block_ids(codes, SPECIAL, header),
-            SPECIAL.eos]  # fmt: skip
+    text = TOKENIZER.encode("a cat", add_special_tokens=False)
+    return [SPECIAL.bos, *text, *vision_block_ids(codes, SPECIAL, header), SPECIAL.eos]
 
 
 @pytest.mark.parametrize("strict", [True, False])

@@ -105,8 +105,8 @@ class ClearLoadErrors:
     config's tensors, and raises errors that name the checkpoint.
 
     A base model (``Emu3LMModel``) read from a checkpoint of a model with a head ignores the head's tensors
-    (``lm_head.weight``), as transformers does. ``ignore_mismatched_sizes=True`` keeps transformers' meaning (tensors of another shape are initialised anew, on
-    purpose); missing and unexpected tensors are refused regardless.
+    (``lm_head.weight``), as transformers does. ``ignore_mismatched_sizes=True`` keeps transformers' meaning (tensors
+    of another shape are initialised anew, on purpose); missing and unexpected tensors are refused regardless.
     """
 
     @classmethod
@@ -132,10 +132,12 @@ class ClearLoadErrors:
         except OSError as err:
             if "cannot be loaded with `safetensors`" not in str(err):
                 raise
-            raise OSError(f"{where} has no safetensors weights (model.safetensors or its index). {CONVERT_HINT}") from err
+            raise OSError(f"{where} has no safetensors weights (model.safetensors or its index). {CONVERT_HINT}"
+                          ) from err  # fmt: skip
         if not hasattr(model, model.base_model_prefix):  # a base model read from a checkpoint with a head
             ours = {name for name, _ in model.named_children()} | {model.base_model_prefix}
-            info = {**info, "unexpected_keys": [k for k in info.get("unexpected_keys") or () if k.split(".")[0] in ours]}
+            kept = [key for key in info.get("unexpected_keys") or () if key.split(".")[0] in ours]
+            info = {**info, "unexpected_keys": kept}
         problems = coverage_errors(info, allow_mismatched_sizes=allow_reshape)
         if problems:
             more = f", and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
