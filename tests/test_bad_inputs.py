@@ -138,7 +138,7 @@ def test_a_config_of_another_size_is_named(lm_dir, tmp_path):
     folder = _copy(lm_dir, tmp_path / "lm")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": config["intermediate_size"] * 2}))
-    with pytest.raises(ValueError, match="do not have the shapes its config.json describes"):
+    with pytest.raises(ValueError, match="do not cover its config.json exactly"):
         Emu3LMForCausalLM.from_pretrained(folder)
 
 

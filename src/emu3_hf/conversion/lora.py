@@ -37,6 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..modeling.loading import refuse_pickled_weights
 from ..utils.adapters import PEFT_PREFIX, check_adapter_fits
 from ..utils.atomic import staged_folder
 from .folders import DEFAULT_MAX_SHARD_SIZE, check_output, check_shard_size
@@ -222,6 +223,7 @@ def convert_lora_config(config: dict, to: str, modules: list[str]) -> dict:
 
 
 def _read_adapter(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, str] | None]:
+    refuse_pickled_weights(folder, f"adapter {str(folder)!r}")
     config_path, weights_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
     if not folder.exists():
         raise ValueError(f"adapter {str(folder)!r}: no such folder. Give the folder holding {ADAPTER_CONFIG} and "

@@ -28,7 +28,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from .configuration_emu3 import Emu3LMConfig
-from .loading import ClearLoadErrors
+from .loading import ClearLoadErrors, WholeFolderSaves
 from .transformers_compat import OUTPUT_CACHE_FIELD, causal_mask, keep_last_positions, resolve_cache_argument, with_cache_field
 
 
@@ -201,7 +201,7 @@ class Emu3DecoderLayer(GradientCheckpointingLayer):
         return hidden_states, attn_weights
 
 
-class Emu3LMPreTrainedModel(ClearLoadErrors, PreTrainedModel):
+class Emu3LMPreTrainedModel(ClearLoadErrors, WholeFolderSaves, PreTrainedModel):
     config_class = Emu3LMConfig
     config: Emu3LMConfig
     base_model_prefix = "model"

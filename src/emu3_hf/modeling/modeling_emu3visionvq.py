@@ -27,7 +27,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_emu3visionvq import GROUPNORM_GROUPS, Emu3VisionVQConfig
-from .loading import ClearLoadErrors
+from .loading import ClearLoadErrors, WholeFolderSaves
 
 # Rows of the (positions x codebook) distance matrix computed at once: bounds the quantiser's memory
 # (2**26 float32 entries = 256 MiB) for long videos and large codebooks.
@@ -416,7 +416,7 @@ class Emu3VisionVQOutput(ModelOutput):
     reconstruction: torch.FloatTensor | None = None
 
 
-class Emu3VisionVQPreTrainedModel(ClearLoadErrors, PreTrainedModel):
+class Emu3VisionVQPreTrainedModel(ClearLoadErrors, WholeFolderSaves, PreTrainedModel):
     """Weight init and loading glue shared by the Emu3 VQ models."""
 
     config_class = Emu3VisionVQConfig

@@ -37,6 +37,7 @@ from peft import LoraConfig, PeftConfig, inject_adapter_in_model, set_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
+from ..modeling.loading import refuse_pickled_weights
 from ..utils.adapters import check_adapter_fits
 from ..processing.arguments import as_list
 
@@ -60,6 +61,7 @@ def _adapter_folder(path_or_repo: str | os.PathLike, **hub_kwargs) -> Path:
                              "adapter_model.safetensors.") from None
         folder = Path(snapshot_download(str(path_or_repo), allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS],
                                         **hub_kwargs))
+    refuse_pickled_weights(folder, f"adapter {str(path_or_repo)!r}")
     if not (folder / ADAPTER_CONFIG).is_file() or not (folder / ADAPTER_WEIGHTS).is_file():
         pickled = " (it holds a pickled adapter_model.bin, which is never loaded)" if (folder / "adapter_model.bin").is_file() else ""
         raise ValueError(f"{path_or_repo} is not a PEFT adapter folder: it needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"

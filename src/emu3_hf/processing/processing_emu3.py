@@ -8,6 +8,7 @@ native port owns the class name ``Emu3Processor`` (``emu3_hf.Emu3Processor`` is 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -299,10 +300,15 @@ class Emu3MultimodalProcessor(ProcessorMixin):
     ) -> list[Any] | str:
         """One generated sequence -> a list of text strings and images (PIL; a list of PIL frames for videos).
 
+        Every id must be a token of the tokenizer (``0 <= id < len(tokenizer)``): any other id raises a
+        ``ValueError`` naming it, with ``strict=True`` and ``strict=False`` alike (it is a caller's error, not a
+        malformed generation to repair).
+
         Vision blocks are decoded by the VQ when the processor has one, else returned as code tensors. With
         ``skip_special_tokens=True`` the result is the text alone, as one string (BAAI's tokenizer drops every
         special and visual id then, so no image survives; this is what BAAI's understanding example calls).
         """
+        ids = self.token_ids(ids)
         if skip_special_tokens:
             return self.tokenizer.decode(ids, skip_special_tokens=True, **kwargs)
         out: list[Any] = []
@@ -339,8 +345,43 @@ class Emu3MultimodalProcessor(ProcessorMixin):
         return self.vq_model.decode(codes)
 
     def parse_codes(self, ids: torch.Tensor | list[int], strict: bool = True) -> list[torch.Tensor]:
-        """The code grids ``(T, h, w)`` of every vision block in a sequence."""
-        return [s.codes for s in split_segments(ids, self.special, strict=strict) if isinstance(s, VisionSegment)]
+        """The code grids ``(T, h, w)`` of every vision block in a sequence (ids checked as in :meth:`decode`)."""
+        segments = split_segments(self.token_ids(ids), self.special, strict=strict)
+        return [s.codes for s in segments if isinstance(s, VisionSegment)]
+
+    def token_ids(self, ids: torch.Tensor | Sequence[int]) -> list[int]:
+        """One sequence of token ids (a 1-D integer tensor or a sequence of ints) as a list of ints, each checked to
+        be a token of the tokenizer; anything else raises a ``ValueError`` naming the first bad id and its position.
+
+        Example:
+            ```python
+            >>> processor.token_ids(torch.tensor([1, 2, 3]))
+            [1, 2, 3]
+            >>> processor.token_ids([1, -1])
+            ValueError: ids[1] = -1 is not a token id: ids must lie in [0, 1867) (the tokenizer's vocabulary) ...
+            ```
+        """
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+                raise ValueError(f"ids must be one sequence of integer token ids (a 1-D integer tensor or a list of "
+                                 f"ints), got a tensor of shape {tuple(ids.shape)} and dtype {ids.dtype}.")  # fmt: skip
+            ids = ids.tolist()
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) and not hasattr(ids, "__iter__"):
+            raise ValueError(f"ids must be a sequence of integer token ids, got {type(ids).__name__}.")
+        vocab_size = len(self.tokenizer)
+        out = []
+        for position, value in enumerate(ids):
+            try:
+                token = operator.index(value) if not isinstance(value, bool) else None
+            except TypeError:
+                token = None
+            if token is None or not 0 <= token < vocab_size:
+                raise ValueError(
+                    f"ids[{position}] = {value!r} is not a token id: ids must be ints in [0, {vocab_size}) (the "
+                    "tokenizer's vocabulary). Pass the ids the model generated, unchanged."
+                )
+            out.append(token)
+        return out
 
     def decode_codes(self, codes: torch.Tensor):
         """Codes ``(h, w)`` -> a PIL image; ``(T, h, w)`` with T > 1 -> a list of PIL frames."""

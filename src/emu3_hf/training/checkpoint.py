@@ -36,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from ..modeling.loading import refuse_pickled_weights
 from ..utils.atomic import staged_folder
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -148,6 +149,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore a checkpoint written by :func:`save_checkpoint` into the same setup; returns its trainer state."""
     folder = Path(folder)
+    refuse_pickled_weights(folder, f"training checkpoint {str(folder)!r}")  # e.g. accelerate's optimizer.bin
     check_checkpoint_folder(folder)
     weights = load_file(str(folder / "trainable.safetensors"))
     expected = {_strip(k) for k in trainable_names(model)}
