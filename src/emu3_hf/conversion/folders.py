@@ -28,6 +28,7 @@ from .layouts import (
     LAYOUTS,
     BaaiFolders,
     baai_rope_scaling,
+    check_baai_folders,
     check_writable,
     detect_layout,
     load_checkpoint,
@@ -60,6 +61,8 @@ def _configs(source, layout: str):
 
         config = Emu3Config.from_pretrained(source)
         return config.text_config, None  # a native VQ is representable everywhere
+    if isinstance(source, BaaiFolders):
+        check_baai_folders(source)
     lm_dir, vq_dir = model_folders(source, layout)
     return Emu3LMConfig.from_pretrained(lm_dir), Emu3VisionVQConfig.from_pretrained(vq_dir)
 

@@ -160,14 +160,19 @@ def _load_models(lm_source, vq_source, dtype: torch.dtype | None, **kwargs: Any)
     )
 
 
-def _read_baai(folders: BaaiFolders, dtype: torch.dtype | None) -> Emu3Checkpoint:
-    lm_dir, vq_dir = Path(folders.lm), Path(folders.vq)
-    for role, folder, model_type in (("lm", lm_dir, "Emu3"), ("vq", vq_dir, "Emu3VisionVQ")):
+def check_baai_folders(folders: BaaiFolders) -> None:
+    """Raise unless ``folders.lm`` holds a BAAI LM config and ``folders.vq`` a BAAI VQ config (swapped folders too)."""
+    for role, folder, model_type in (("lm", Path(folders.lm), "Emu3"), ("vq", Path(folders.vq), "Emu3VisionVQ")):
         if model_type_of(folder) != model_type:
             raise ValueError(
                 f"--{role} {str(folder)!r} is not a BAAI {role.upper()} folder (its config.json must say model_type "
                 f"{model_type!r}, found {model_type_of(folder)!r})."
             )
+
+
+def _read_baai(folders: BaaiFolders, dtype: torch.dtype | None) -> Emu3Checkpoint:
+    lm_dir, vq_dir = Path(folders.lm), Path(folders.vq)
+    check_baai_folders(folders)
     tokenizer_dir = Path(folders.tokenizer) if folders.tokenizer is not None else lm_dir
     if folders.tokenizer is not None and not _has_tokenizer_files(tokenizer_dir):
         raise ValueError(f"--tokenizer {str(tokenizer_dir)!r} holds neither tokenizer.json nor {BAAI_VOCAB_FILE}.")
@@ -306,6 +311,8 @@ def baai_rope_scaling(rope_parameters: dict | None) -> tuple[float, dict | None]
     """
     rope = dict(rope_parameters or {"rope_type": "default"})
     rope_type = rope.pop("rope_type", "default")
+    if rope.get("type", rope_type) == rope_type:
+        rope.pop("type", None)  # transformers keeps BAAI's legacy name of the same setting
     theta = rope.pop("rope_theta", 1000000.0)
     if rope_type == "default" and not rope:
         return theta, None
@@ -439,6 +446,7 @@ __all__ = [
     "BaaiFolders",
     "Emu3Checkpoint",
     "baai_rope_scaling",
+    "check_baai_folders",
     "check_writable",
     "detect_layout",
     "load_checkpoint",

@@ -118,6 +118,11 @@ class Emu3LMConfig(PreTrainedConfig):
                 "to the ids of your vocabulary's visual tokens."
             )
         super().__post_init__(**kwargs)
+        # transformers keeps BAAI's legacy "type" key next to the "rope_type" it derives from it: one RoPE setting
+        # stored twice. Keep the canonical form only, so every layout writes (and reads back) the same parameters.
+        params = self.rope_parameters
+        if isinstance(params, dict) and "type" in params and params.get("rope_type") == params["type"]:
+            self.rope_parameters = {name: value for name, value in params.items() if name != "type"}
 
     def validate_architecture(self):
         """Checks run by ``@strict`` validation: the attention head layout."""
