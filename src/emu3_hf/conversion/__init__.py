@@ -29,6 +29,7 @@ from .lora import (
     merge_lora,
 )
 from .native import (
+    baai_configs_from_native,
     baai_state_dicts_from_native,
     convert_baai_to_native,
     convert_native_to_baai,
@@ -53,6 +54,7 @@ __all__ = [
     "ValidationReport",
     "adapted_modules",
     "adapter_naming",
+    "baai_configs_from_native",
     "baai_state_dicts_from_native",
     "compare_checkpoints",
     "convert_baai_to_native",

@@ -36,7 +36,7 @@ from .layouts import (
     save_checkpoint,
     source_parts,
 )
-from .native import native_config_from_baai
+from .native import baai_configs_from_native, native_config_from_baai
 from .validate import ValidationReport, compare_checkpoints
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
@@ -59,8 +59,7 @@ def _configs(source, layout: str):
     if layout == "native":
         from transformers import Emu3Config
 
-        config = Emu3Config.from_pretrained(source)
-        return config.text_config, None  # a native VQ is representable everywhere
+        return baai_configs_from_native(Emu3Config.from_pretrained(source))
     if isinstance(source, BaaiFolders):
         check_baai_folders(source)
     lm_dir, vq_dir = model_folders(source, layout)
@@ -68,7 +67,8 @@ def _configs(source, layout: str):
 
 
 def _check_representable(source, layout: str, to: str) -> None:
-    """Refuse, before loading weights, what the target layout cannot hold (native VQ widths, BAAI RoPE types)."""
+    """Refuse, before loading weights, what the target layout cannot hold (native VQ widths and reserved codes,
+    BAAI RoPE types, native VQ attention outside BAAI's)."""
     if to == layout:
         return
     lm_config, vq_config = _configs(source, layout)

@@ -50,6 +50,10 @@ _BAAI_LM_AUTO_MAP = {
     "AutoConfig": "configuration_emu3.Emu3Config",
     "AutoModelForCausalLM": "modeling_emu3.Emu3ForCausalLM",
 }
+_BAAI_VQ_AUTO_MAP = {
+    "AutoConfig": "configuration_emu3visionvq.Emu3VisionVQConfig",
+    "AutoModel": "modeling_emu3visionvq.Emu3VisionVQModel",
+}
 # Image-processor fields shared by ours and transformers' Emu3ImageProcessor (same names, same meaning).
 _IMAGE_PROCESSOR_FIELDS = (
     "do_resize", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
@@ -342,6 +346,10 @@ def _write_baai(ckpt: Emu3Checkpoint, folder: Path, max_shard_size: int | str) -
     if ckpt.tokenizer is not None:
         ckpt.tokenizer.save_pretrained(folder / "lm")  # BAAI's Hub LM repos hold the tokenizer files
     ckpt.vq.save_pretrained(folder / "vq", max_shard_size=max_shard_size)
+    path = folder / "vq" / "config.json"  # BAAI's VQ config names its remote code too
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.setdefault("auto_map", dict(_BAAI_VQ_AUTO_MAP))
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if ckpt.image_processor is not None:
         ckpt.image_processor.save_pretrained(folder / "vq")
 

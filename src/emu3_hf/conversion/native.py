@@ -286,6 +286,7 @@ def convert_baai_to_native(lm: Emu3LMForCausalLM, vq: Emu3VisionVQModel, vocabul
             f"Key mapping mismatch: missing {sorted(expected - set(state))[:5]}, extra {sorted(set(state) - expected)[:5]}"
         )
     native.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    native.tie_weights()  # assign=True gives lm_head its own tensor: tie it again when the config ties it
     _materialize_rope_buffers(native)
     return native.to(lm.dtype).eval()
 
@@ -306,10 +307,14 @@ def _baai_vq_fields(vqc) -> dict:
             if name not in _METADATA and name not in _NATIVE_VQ_DERIVED}  # fmt: skip
 
 
-@torch.no_grad()
-def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel]:
-    """Split a native ``Emu3ForConditionalGeneration`` back into our (BAAI-layout) LM and VQ, losslessly."""
-    cfg = native.config
+def baai_configs_from_native(cfg) -> tuple[Emu3LMConfig, Emu3VisionVQConfig]:
+    """A transformers ``Emu3Config`` -> the equivalent (LM, VQ) config pair in our (= BAAI's) classes; the inverse of
+    :func:`native_config_from_baai`. Raises when the native config says what BAAI's layout cannot (VQ attention).
+
+    Example:
+        >>> from transformers import Emu3Config
+        >>> lm_config, vq_config = baai_configs_from_native(Emu3Config.from_pretrained("emu3-native"))
+    """
     text, vqc, vocab = cfg.text_config, cfg.vq_config, cfg.vocabulary_map
     # eol/eof follow BAAI's convention (<|extra_200|>, <|extra_201|>) unless the config carries them (see
     # native_config_from_baai); image_area likewise falls back to the LM config's default.
@@ -321,19 +326,27 @@ def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel
         eoi_token_id=vocab["<|image end|>"], visual_token_offset=vocab["<|visual token 000000|>"],
         codebook_size=vqc.codebook_size, **extras,
     )  # fmt: skip
-    vq_config = Emu3VisionVQConfig(**_baai_vq_fields(vqc))
+    return lm_config, Emu3VisionVQConfig(**_baai_vq_fields(vqc))
+
+
+@torch.no_grad()
+def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel]:
+    """Split a native ``Emu3ForConditionalGeneration`` back into our (BAAI-layout) LM and VQ, losslessly."""
+    lm_config, vq_config = baai_configs_from_native(native.config)
     lm_state, vq_state = baai_state_dicts_from_native(native.state_dict())
     models = []
     for cls, config, state in ((Emu3LMForCausalLM, lm_config, lm_state), (Emu3VisionVQModel, vq_config, vq_state)):
         with torch.device("meta"):
             model = cls(config)
         model.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True, assign=True)
+        model.tie_weights()
         _materialize_rope_buffers(model)
         models.append(model.to(native.dtype).eval())
     return models[0], models[1]
 
 
 __all__ = [
+    "baai_configs_from_native",
     "baai_state_dicts_from_native",
     "convert_baai_to_native",
     "convert_native_to_baai",
