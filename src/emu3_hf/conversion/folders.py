@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..processing.arguments import check_finite
 from ..utils.atomic import staged_folder
 from .layouts import (
     LAYOUTS,
@@ -133,7 +134,7 @@ def convert_checkpoint(
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, got {dtype!r}.")
     check_shard_size(max_shard_size)
-    if not (atol >= 0 and rtol >= 0):
+    if not (check_finite("atol", atol) >= 0 and check_finite("rtol", rtol) >= 0):
         raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}.")
     output = Path(output)
     check_output(output)

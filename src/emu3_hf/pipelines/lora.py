@@ -34,7 +34,7 @@ from peft import LoraConfig, PeftConfig, inject_adapter_in_model, set_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 
-from ..processing.arguments import as_list
+from ..processing.arguments import as_list, check_finite
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -133,7 +133,8 @@ class Emu3LoraLoaderMixin:
     def set_adapters(self, adapter_names: str | Sequence[str], adapter_weights: float | Sequence[float] | None = None):
         """Activate ``adapter_names`` together, each scaled by its weight (default 1.0)."""
         names = as_list(adapter_names)
-        weights = [1.0] * len(names) if adapter_weights is None else [float(w) for w in as_list(adapter_weights)]
+        given = [1.0] * len(names) if adapter_weights is None else as_list(adapter_weights)
+        weights = [check_finite(f"adapter_weights[{i}]", w) for i, w in enumerate(given)]
         if len(weights) == 1 and len(names) > 1:
             weights = weights * len(names)
         if len(weights) != len(names):
