@@ -169,3 +169,17 @@ def test_a_native_vq_whose_attention_baai_cannot_express_is_refused(fixtures_dir
     with pytest.raises(ValueError, match="num_attention_heads.*BAAI layout cannot represent it"):
         convert_checkpoint(tmp_path / "native", tmp_path / "baai", "baai")
     assert not (tmp_path / "baai").exists()
+
+
+def test_baai_rope_scaling_reads_transformers_duplicate_type_key_and_refuses_the_rest():
+    """transformers keeps BAAI's legacy ``type`` next to ``rope_type`` in native configs made elsewhere: same setting.
+    Anything BAAI's ``rope_scaling`` cannot say (another type, another key) is refused, not dropped."""
+    from emu3_hf.conversion.layouts import baai_rope_scaling
+
+    both = {"rope_type": "linear", "type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    assert baai_rope_scaling(both) == (10000.0, {"type": "linear", "factor": 2.0})
+    assert baai_rope_scaling({"rope_type": "default", "rope_theta": 5e5}) == (5e5, None)
+    for bad in ({**both, "type": "dynamic"}, {**both, "original_max_position_embeddings": 64},
+                {"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4}):  # fmt: skip
+        with pytest.raises(ValueError, match="BAAI layout cannot represent"):
+            baai_rope_scaling(bad)
