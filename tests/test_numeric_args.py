@@ -111,6 +111,18 @@ def test_engine_refuses_non_finite_floats(pipes, monkeypatch, name, bad):
 
 
 @_SETTINGS
+@given(name=st.sampled_from(["guidance_scale", "temperature", "top_p"]), bad=non_finite())
+def test_transformers_recipe_refuses_non_finite_floats(pipes, monkeypatch, name, bad):
+    from emu3_hf.generation.transformers_recipe import generate_with_transformers
+
+    pipe = pipes["image"]
+    _stop_decoder(monkeypatch, pipe)
+    ids = pipe.make_processor()(text="a cat", mode="G", height=4, width=4)["input_ids"]
+    kwargs = {"guidance_scale": 1.0, name: bad}
+    _raises_naming(name, lambda: generate_with_transformers(pipe.model, ids, height=4, width=4, **kwargs))
+
+
+@_SETTINGS
 @given(bad=non_finite(), index=st.integers(0, 1))
 def test_set_adapters_refuses_non_finite_weights(pipes, bad, index):
     weights = [1.0, 1.0]
