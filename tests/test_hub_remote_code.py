@@ -225,8 +225,8 @@ def test_folder_layout_and_auto_map(exported):
     for module in (configuration_emu3, modeling_emu3, tokenization_emu3):
         assert (folders["lm"] / Path(module.__file__).name).read_bytes() == Path(module.__file__).read_bytes()
     assert sorted(p.name for p in folders["pipe"].glob("*.py")) == [
-        "configuration_emu3.py", "configuration_emu3visionvq.py", "image_processing_emu3visionvq.py", "loading.py",
-        "modeling_emu3.py", "modeling_emu3visionvq.py", "tokenization_emu3.py", "transformers_compat.py",
+        "arguments.py", "configuration_emu3.py", "configuration_emu3visionvq.py", "image_processing_emu3visionvq.py",
+        "loading.py", "modeling_emu3.py", "modeling_emu3visionvq.py", "tokenization_emu3.py", "transformers_compat.py",
     ]  # fmt: skip
     assert has_exported_code(folders["lm"]) and has_exported_code(folders["vq"])
 

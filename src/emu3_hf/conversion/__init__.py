@@ -30,6 +30,7 @@ from .lora import (
     merge_lora,
 )
 from .native import (
+    baai_configs_from_native,
     baai_state_dicts_from_native,
     convert_baai_to_native,
     convert_native_to_baai,
@@ -55,6 +56,7 @@ __all__ = [
     "adapted_modules",
     "adapter_naming",
     "check_adapter_fits",
+    "baai_configs_from_native",
     "baai_state_dicts_from_native",
     "compare_checkpoints",
     "convert_baai_to_native",

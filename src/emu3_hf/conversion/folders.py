@@ -23,11 +23,13 @@ from pathlib import Path
 
 import torch
 
+from ..processing.arguments import check_finite
 from ..utils.atomic import staged_folder
 from .layouts import (
     LAYOUTS,
     BaaiFolders,
     baai_rope_scaling,
+    check_baai_folders,
     check_writable,
     detect_layout,
     load_checkpoint,
@@ -35,7 +37,7 @@ from .layouts import (
     save_checkpoint,
     source_parts,
 )
-from .native import native_config_from_baai
+from .native import baai_configs_from_native, native_config_from_baai
 from .validate import ValidationReport, compare_checkpoints
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
@@ -58,14 +60,16 @@ def _configs(source, layout: str):
     if layout == "native":
         from transformers import Emu3Config
 
-        config = Emu3Config.from_pretrained(source)
-        return config.text_config, None  # a native VQ is representable everywhere
+        return baai_configs_from_native(Emu3Config.from_pretrained(source))
+    if isinstance(source, BaaiFolders):
+        check_baai_folders(source)
     lm_dir, vq_dir = model_folders(source, layout)
     return Emu3LMConfig.from_pretrained(lm_dir), Emu3VisionVQConfig.from_pretrained(vq_dir)
 
 
 def _check_representable(source, layout: str, to: str) -> None:
-    """Refuse, before loading weights, what the target layout cannot hold (native VQ widths, BAAI RoPE types)."""
+    """Refuse, before loading weights, what the target layout cannot hold (native VQ widths and reserved codes,
+    BAAI RoPE types, native VQ attention outside BAAI's)."""
     if to == layout:
         return
     lm_config, vq_config = _configs(source, layout)
@@ -130,7 +134,7 @@ def convert_checkpoint(
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, got {dtype!r}.")
     check_shard_size(max_shard_size)
-    if not (atol >= 0 and rtol >= 0):
+    if not (check_finite("atol", atol) >= 0 and check_finite("rtol", rtol) >= 0):
         raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}.")
     output = Path(output)
     check_output(output)

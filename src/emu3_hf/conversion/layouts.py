@@ -50,6 +50,10 @@ _BAAI_LM_AUTO_MAP = {
     "AutoConfig": "configuration_emu3.Emu3Config",
     "AutoModelForCausalLM": "modeling_emu3.Emu3ForCausalLM",
 }
+_BAAI_VQ_AUTO_MAP = {
+    "AutoConfig": "configuration_emu3visionvq.Emu3VisionVQConfig",
+    "AutoModel": "modeling_emu3visionvq.Emu3VisionVQModel",
+}
 # Image-processor fields shared by ours and transformers' Emu3ImageProcessor (same names, same meaning).
 _IMAGE_PROCESSOR_FIELDS = (
     "do_resize", "resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std",
@@ -160,14 +164,19 @@ def _load_models(lm_source, vq_source, dtype: torch.dtype | None, **kwargs: Any)
     )
 
 
-def _read_baai(folders: BaaiFolders, dtype: torch.dtype | None) -> Emu3Checkpoint:
-    lm_dir, vq_dir = Path(folders.lm), Path(folders.vq)
-    for role, folder, model_type in (("lm", lm_dir, "Emu3"), ("vq", vq_dir, "Emu3VisionVQ")):
+def check_baai_folders(folders: BaaiFolders) -> None:
+    """Raise unless ``folders.lm`` holds a BAAI LM config and ``folders.vq`` a BAAI VQ config (swapped folders too)."""
+    for role, folder, model_type in (("lm", Path(folders.lm), "Emu3"), ("vq", Path(folders.vq), "Emu3VisionVQ")):
         if model_type_of(folder) != model_type:
             raise ValueError(
                 f"--{role} {str(folder)!r} is not a BAAI {role.upper()} folder (its config.json must say model_type "
                 f"{model_type!r}, found {model_type_of(folder)!r})."
             )
+
+
+def _read_baai(folders: BaaiFolders, dtype: torch.dtype | None) -> Emu3Checkpoint:
+    lm_dir, vq_dir = Path(folders.lm), Path(folders.vq)
+    check_baai_folders(folders)
     tokenizer_dir = Path(folders.tokenizer) if folders.tokenizer is not None else lm_dir
     if folders.tokenizer is not None and not _has_tokenizer_files(tokenizer_dir):
         raise ValueError(f"--tokenizer {str(tokenizer_dir)!r} holds neither tokenizer.json nor {BAAI_VOCAB_FILE}.")
@@ -306,6 +315,8 @@ def baai_rope_scaling(rope_parameters: dict | None) -> tuple[float, dict | None]
     """
     rope = dict(rope_parameters or {"rope_type": "default"})
     rope_type = rope.pop("rope_type", "default")
+    if rope.get("type", rope_type) == rope_type:
+        rope.pop("type", None)  # transformers keeps BAAI's legacy name of the same setting
     theta = rope.pop("rope_theta", 1000000.0)
     if rope_type == "default" and not rope:
         return theta, None
@@ -335,6 +346,10 @@ def _write_baai(ckpt: Emu3Checkpoint, folder: Path, max_shard_size: int | str) -
     if ckpt.tokenizer is not None:
         ckpt.tokenizer.save_pretrained(folder / "lm")  # BAAI's Hub LM repos hold the tokenizer files
     ckpt.vq.save_pretrained(folder / "vq", max_shard_size=max_shard_size)
+    path = folder / "vq" / "config.json"  # BAAI's VQ config names its remote code too
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.setdefault("auto_map", dict(_BAAI_VQ_AUTO_MAP))
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if ckpt.image_processor is not None:
         ckpt.image_processor.save_pretrained(folder / "vq")
 
@@ -439,6 +454,7 @@ __all__ = [
     "BaaiFolders",
     "Emu3Checkpoint",
     "baai_rope_scaling",
+    "check_baai_folders",
     "check_writable",
     "detect_layout",
     "load_checkpoint",

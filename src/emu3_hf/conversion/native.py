@@ -23,13 +23,30 @@ from ..modeling import Emu3LMConfig, Emu3LMForCausalLM, Emu3VisionVQConfig, Emu3
 
 _ATTN_PROJ = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "proj_out": "out_proj"}
 _ATTN_PROJ_BACK = {v: k for k, v in _ATTN_PROJ.items()}
-_LM_CONFIG_FIELDS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "attention_dropout",
-    "initializer_range", "tie_word_embeddings", "pad_token_id", "bos_token_id", "eos_token_id", "rope_parameters",
-)  # fmt: skip
+# Entries of a config.json that describe the file, not the model (each side writes its own).
+_METADATA = frozenset({"model_type", "transformers_version", "architectures", "auto_map", "_name_or_path", "dtype",
+                       "torch_dtype"})  # fmt: skip
 # LM config fields with no native counterpart; kept as extra top-level entries of the native config.
 _LM_EXTRA_FIELDS = ("image_area", "eol_token_id", "eof_token_id")
+# LM fields native code derives or cannot vary: the image ids and the visual block live in `vocabulary_map` and the
+# VQ's codebook; head_dim and the biases are checked (and refused when native cannot hold them) before conversion.
+_LM_DERIVED_FIELDS = ("img_token_id", "boi_token_id", "eoi_token_id", "visual_token_offset", "codebook_size",
+                      "head_dim", "attention_bias", "mlp_bias")  # fmt: skip
+# Our VQ config field -> transformers' Emu3VQVAEConfig field (same meaning, other name).
+_VQ_RENAMES = {
+    "codebook_size": "codebook_size", "embed_dim": "embed_dim", "z_channels": "latent_channels",
+    "double_z": "double_latent", "in_channels": "in_channels", "out_channels": "out_channels",
+    "temporal_downsample_factor": "temporal_downsample_factor", "ch": "base_channels", "ch_mult": "channel_multiplier",
+    "num_res_blocks": "num_res_blocks", "attn_resolutions": "attn_resolutions",
+}  # fmt: skip
+# Native VQ fields that follow from the others (one attention head as wide as the last level, no attention dropout).
+_NATIVE_VQ_DERIVED = ("hidden_size", "num_attention_heads", "attention_dropout")
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(config_class: type) -> dict:
+    """The to_dict() of ``config_class``'s default instance (what a field is when a config.json does not name it)."""
+    return config_class().to_dict()
 
 
 # Structural renames of the VQ, BAAI template -> native template, tried in order (the first match wins in both
@@ -136,6 +153,31 @@ def default_vocabulary_map(config: Emu3LMConfig, image_placeholder: str = "<|ext
     return vocab
 
 
+_MISSING = object()
+
+
+def _native_text_fields() -> dict[str, str]:
+    from transformers import Emu3TextConfig
+
+    return {name: name for name in _defaults(Emu3TextConfig) if name not in _METADATA}
+
+
+def _own_fields(config, config_class: type, native_names: dict[str, str], skip: tuple[str, ...]) -> dict:
+    """``config``'s entries for the native sub-config: the fields native knows (renamed), and every other entry
+    whose value differs from ``config_class``'s default (an unknown key BAAI's code accepted, a dropout), which
+    native keeps as an extra entry and :func:`convert_native_to_baai` hands back."""
+    defaults = _defaults(config_class)
+    out = {}
+    for name, value in config.to_dict().items():
+        if name in _METADATA or name in skip:
+            continue
+        if name in native_names:
+            out[native_names[name]] = value
+        elif value != defaults.get(name, _MISSING):
+            out[name] = value
+    return out
+
+
 def native_config_from_baai(lm_config: Emu3LMConfig, vq_config: Emu3VisionVQConfig, vocabulary_map=None):
     """A transformers ``Emu3Config`` equivalent to a BAAI LM + VQ config pair (raises when none exists)."""
     from transformers import Emu3Config
@@ -160,15 +202,21 @@ def native_config_from_baai(lm_config: Emu3LMConfig, vq_config: Emu3VisionVQConf
             f"{lm_config.head_dim} (hidden_size {lm_config.hidden_size}, {lm_config.num_attention_heads} heads); it "
             "cannot be represented natively. Keep the BAAI layout or an emu3-hf pipeline folder."
         )
-    text = {name: getattr(lm_config, name) for name in _LM_CONFIG_FIELDS}
-    vq = dict(
-        codebook_size=vq_config.codebook_size, embed_dim=vq_config.embed_dim, latent_channels=vq_config.z_channels,
-        double_latent=vq_config.double_z, in_channels=vq_config.in_channels, out_channels=vq_config.out_channels,
-        temporal_downsample_factor=vq_config.temporal_downsample_factor, base_channels=vq_config.ch,
-        channel_multiplier=list(vq_config.ch_mult), num_res_blocks=vq_config.num_res_blocks,
-        attn_resolutions=list(vq_config.attn_resolutions), hidden_size=hidden, num_attention_heads=1,
-        attention_dropout=0.0,
-    )  # fmt: skip
+    if lm_config.codebook_size != vq_config.codebook_size:
+        raise ValueError(
+            f"The native layout takes the LM's visual block from the VQ's codebook ({vq_config.codebook_size} codes), "
+            f"but this LM config says codebook_size {lm_config.codebook_size}; it cannot be represented natively. "
+            "Keep the BAAI layout or an emu3-hf pipeline folder."
+        )
+    if vq_config.reserved_codes:
+        raise ValueError(
+            f"This VQ config reserves {len(vq_config.reserved_codes)} codebook rows (reserved_codes, an emu3-hf field "
+            "the tiny world uses) that transformers' native VQ would still quantise to; the native layout cannot "
+            "hold them and they are not dropped silently. Keep the BAAI layout or an emu3-hf pipeline folder."
+        )
+    vq = {**_own_fields(vq_config, Emu3VisionVQConfig, _VQ_RENAMES, skip=()),
+          "hidden_size": hidden, "num_attention_heads": 1, "attention_dropout": 0.0}  # fmt: skip
+    text = _own_fields(lm_config, Emu3LMConfig, _native_text_fields(), skip=(*_LM_EXTRA_FIELDS, *_LM_DERIVED_FIELDS))
     vocabulary_map = vocabulary_map or default_vocabulary_map(lm_config)
     # Fields native code has no place for ride along as extra top-level config entries (transformers keeps and
     # saves unknown entries), so that native -> BAAI gives the same config back.
@@ -238,44 +286,67 @@ def convert_baai_to_native(lm: Emu3LMForCausalLM, vq: Emu3VisionVQModel, vocabul
             f"Key mapping mismatch: missing {sorted(expected - set(state))[:5]}, extra {sorted(set(state) - expected)[:5]}"
         )
     native.load_state_dict({k: v.clone() for k, v in state.items()}, assign=True)
+    native.tie_weights()  # assign=True gives lm_head its own tensor: tie it again when the config ties it
     _materialize_rope_buffers(native)
     return native.to(lm.dtype).eval()
 
 
-@torch.no_grad()
-def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel]:
-    """Split a native ``Emu3ForConditionalGeneration`` back into our (BAAI-layout) LM and VQ, losslessly."""
-    cfg = native.config
+def _baai_vq_fields(vqc) -> dict:
+    """A native VQ config's entries under our (BAAI's) names; raises when its attention is not BAAI's (one head as
+    wide as the last level, no dropout), which the BAAI layout cannot express."""
+    hidden = vqc.base_channels * vqc.channel_multiplier[-1]
+    derived = {"hidden_size": hidden, "num_attention_heads": 1, "attention_dropout": 0.0}
+    found = {name: getattr(vqc, name) for name in _NATIVE_VQ_DERIVED}
+    if found != derived:
+        raise ValueError(
+            f"This native VQ config has attention {found}; BAAI's VQ (and emu3-hf's) has {derived}, so the BAAI layout "
+            "cannot represent it. Keep the native layout."
+        )
+    back = {native: ours for ours, native in _VQ_RENAMES.items()}
+    return {back.get(name, name): value for name, value in vqc.to_dict().items()
+            if name not in _METADATA and name not in _NATIVE_VQ_DERIVED}  # fmt: skip
+
+
+def baai_configs_from_native(cfg) -> tuple[Emu3LMConfig, Emu3VisionVQConfig]:
+    """A transformers ``Emu3Config`` -> the equivalent (LM, VQ) config pair in our (= BAAI's) classes; the inverse of
+    :func:`native_config_from_baai`. Raises when the native config says what BAAI's layout cannot (VQ attention).
+
+    Example:
+        >>> from transformers import Emu3Config
+        >>> lm_config, vq_config = baai_configs_from_native(Emu3Config.from_pretrained("emu3-native"))
+    """
     text, vqc, vocab = cfg.text_config, cfg.vq_config, cfg.vocabulary_map
     # eol/eof follow BAAI's convention (<|extra_200|>, <|extra_201|>) unless the config carries them (see
     # native_config_from_baai); image_area likewise falls back to the LM config's default.
     extras = {"eol_token_id": vocab["<|extra_200|>"], "eof_token_id": vocab["<|extra_201|>"]}
     extras.update({name: getattr(cfg, name) for name in _LM_EXTRA_FIELDS if getattr(cfg, name, None) is not None})
+    own_text = {name: value for name, value in text.to_dict().items() if name not in _METADATA}
     lm_config = Emu3LMConfig(
-        **{name: getattr(text, name) for name in _LM_CONFIG_FIELDS},
-        img_token_id=vocab["<|image token|>"], boi_token_id=vocab["<|image start|>"],
+        **own_text, img_token_id=vocab["<|image token|>"], boi_token_id=vocab["<|image start|>"],
         eoi_token_id=vocab["<|image end|>"], visual_token_offset=vocab["<|visual token 000000|>"],
         codebook_size=vqc.codebook_size, **extras,
     )  # fmt: skip
-    vq_config = Emu3VisionVQConfig(
-        codebook_size=vqc.codebook_size, embed_dim=vqc.embed_dim, z_channels=vqc.latent_channels,
-        double_z=vqc.double_latent, in_channels=vqc.in_channels, out_channels=vqc.out_channels,
-        temporal_downsample_factor=vqc.temporal_downsample_factor, ch=vqc.base_channels,
-        ch_mult=list(vqc.channel_multiplier), num_res_blocks=vqc.num_res_blocks,
-        attn_resolutions=list(vqc.attn_resolutions), dropout=0.0,
-    )  # fmt: skip
+    return lm_config, Emu3VisionVQConfig(**_baai_vq_fields(vqc))
+
+
+@torch.no_grad()
+def convert_native_to_baai(native) -> tuple[Emu3LMForCausalLM, Emu3VisionVQModel]:
+    """Split a native ``Emu3ForConditionalGeneration`` back into our (BAAI-layout) LM and VQ, losslessly."""
+    lm_config, vq_config = baai_configs_from_native(native.config)
     lm_state, vq_state = baai_state_dicts_from_native(native.state_dict())
     models = []
     for cls, config, state in ((Emu3LMForCausalLM, lm_config, lm_state), (Emu3VisionVQModel, vq_config, vq_state)):
         with torch.device("meta"):
             model = cls(config)
         model.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True, assign=True)
+        model.tie_weights()
         _materialize_rope_buffers(model)
         models.append(model.to(native.dtype).eval())
     return models[0], models[1]
 
 
 __all__ = [
+    "baai_configs_from_native",
     "baai_state_dicts_from_native",
     "convert_baai_to_native",
     "convert_native_to_baai",

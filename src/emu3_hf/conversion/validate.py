@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..modeling import Emu3LMForCausalLM, Emu3VisionVQModel
+from ..processing.arguments import check_finite
 from .layouts import BaaiFolders, detect_layout, model_folders
 
 _SEED = 0
@@ -135,7 +136,7 @@ def compare_checkpoints(
         >>> compare_checkpoints(BaaiFolders("lm", "vq"), "converted-native", atol=1e-4).passed
         True
     """
-    if not (atol >= 0 and rtol >= 0):
+    if not (check_finite("atol", atol) >= 0 and check_finite("rtol", rtol) >= 0):
         raise ValueError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}.")
     source_layout, target_layout = detect_layout(source), detect_layout(target)
     inputs = _fixed_inputs(*_sizes(source, source_layout))

@@ -39,6 +39,7 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, StaticCache
 
 from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
+from ..processing.arguments import check_finite
 from .budget import check_kv_cache_fits, check_sequence_fits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, fed_length, token_ids_from_config
 from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
@@ -406,6 +407,7 @@ def generate_image_tokens(
     """
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; add input_ids[None].")
+    check_finite("guidance_scale", guidance_scale)
     head = model.get_output_embeddings()
     decoder = model.base_model
     device = head.weight.device
@@ -524,7 +526,7 @@ def _as_update(returned) -> RowUpdate:
 
 
 def _checked_scale(scale: float, halves: int) -> float:
-    if not scale > 0:
+    if not check_finite("guidance_scale", scale) > 0:
         raise ValueError(f"guidance_scale must be > 0 (1.0 disables guidance), got {scale}.")
     if halves == 1 and scale != 1.0:
         raise ValueError(

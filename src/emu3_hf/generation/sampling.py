@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..processing.arguments import check_finite
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -43,6 +45,8 @@ class SamplingConfig:
     top_p: float = 1.0
 
     def __post_init__(self):
+        check_finite("temperature", self.temperature)
+        check_finite("top_p", self.top_p)
         if self.do_sample and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}; use do_sample=False.")
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):

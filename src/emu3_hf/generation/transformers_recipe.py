@@ -29,6 +29,7 @@ from transformers.generation.logits_process import (
     UnbatchedClassifierFreeGuidanceLogitsProcessor,
 )
 
+from ..processing.arguments import check_finite
 from ..processing.prefix_rules import BaaiPrefixRules
 from .grammar import SpecialIds, sequence_length, token_ids_from_config
 
@@ -54,6 +55,8 @@ def generate_with_transformers(
 
     Seed it with ``torch.manual_seed``: transformers' sampling uses the global generator.
     """
+    for name, value in (("guidance_scale", guidance_scale), ("temperature", temperature), ("top_p", top_p)):
+        check_finite(name, value)
     batch = input_ids.shape[0]
     heights = [height] * batch if isinstance(height, int) else [int(h) for h in height]
     widths = [width] * batch if isinstance(width, int) else [int(w) for w in width]

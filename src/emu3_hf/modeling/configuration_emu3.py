@@ -102,6 +102,11 @@ class Emu3LMConfig(PreTrainedConfig):
         rope_scaling = kwargs.get("rope_scaling")
         if rope_scaling is not None and "rope_type" not in rope_scaling:
             _validate_baai_rope_scaling(rope_scaling)
+        # transformers fills in the RoPE dict it is given: work on copies, never on the caller's dicts.
+        if isinstance(rope_scaling, dict):
+            kwargs["rope_scaling"] = dict(rope_scaling)
+        if isinstance(self.rope_parameters, dict):
+            self.rope_parameters = dict(self.rope_parameters)
         kwargs.setdefault("rope_theta", 1000000.0)
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
@@ -118,6 +123,11 @@ class Emu3LMConfig(PreTrainedConfig):
                 "to the ids of your vocabulary's visual tokens."
             )
         super().__post_init__(**kwargs)
+        # transformers keeps BAAI's legacy "type" key next to the "rope_type" it derives from it: one RoPE setting
+        # stored twice. Keep the canonical form only, so every layout writes (and reads back) the same parameters.
+        params = self.rope_parameters
+        if isinstance(params, dict) and "type" in params and params.get("rope_type") == params["type"]:
+            self.rope_parameters = {name: value for name, value in params.items() if name != "type"}
 
     def validate_architecture(self):
         """Checks run by ``@strict`` validation: the attention head layout."""

@@ -26,8 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import warnings
 from pathlib import Path
@@ -39,7 +37,7 @@ from safetensors.torch import load_file
 
 from ..modeling.loading import refuse_pickled_weights
 from ..utils.adapters import check_adapter_fits
-from ..processing.arguments import as_list
+from ..processing.arguments import as_list, check_finite
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -67,16 +65,6 @@ def _adapter_folder(path_or_repo: str | os.PathLike, **hub_kwargs) -> Path:
         raise ValueError(f"{path_or_repo} is not a PEFT adapter folder: it needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
                          f"{pickled}.")
     return folder
-
-
-def _finite(name: str, value) -> float:
-    """``value`` as a float; a non-number is a TypeError and NaN or infinity a ValueError, both naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}: NaN or infinity would be written into "
-                         "every adapted weight. Pass a finite scale such as 1.0.")
-    return float(value)
 
 
 class Emu3LoraLoaderMixin:
@@ -139,7 +127,7 @@ class Emu3LoraLoaderMixin:
         diffusers). Weights must be finite."""
         names = as_list(adapter_names)
         weights = [1.0] * len(names) if adapter_weights is None else as_list(adapter_weights)
-        weights = [1.0 if w is None else _finite(f"adapter_weights[{i}]", w) for i, w in enumerate(weights)]  # None: 1
+        weights = [1.0 if w is None else check_finite(f"adapter_weights[{i}]", w) for i, w in enumerate(weights)]  # None: 1
         if len(weights) == 1 and len(names) > 1:
             weights = weights * len(names)
         if len(weights) != len(names):
@@ -182,7 +170,7 @@ class Emu3LoraLoaderMixin:
         forward then costs what the base model's does. As in diffusers, the fused weights are
         ``W + lora_scale * weight * alpha / r * B @ A`` per adapter (``weight`` from :meth:`set_adapters`);
         ``safe_fusing=True`` checks each fused weight for NaN first (PEFT's ``safe_merge``)."""
-        lora_scale = _finite("lora_scale", lora_scale)
+        lora_scale = check_finite("lora_scale", lora_scale)
         if self._lora_fused is not None:
             raise ValueError("Adapters are already fused: call unfuse_lora() first.")
         names = as_list(adapter_names) if adapter_names is not None else self.get_active_adapters()

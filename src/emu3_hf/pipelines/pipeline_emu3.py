@@ -37,7 +37,7 @@ from ..processing.image_processing_emu3visionvq import Emu3VisionVQImageProcesso
 from ..processing.layout import SpecialIds
 from ..processing.processing_emu3 import Emu3MultimodalProcessor
 from ..processing.tokenization_emu3 import Emu3Tokenizer
-from ..processing.arguments import as_list
+from ..processing.arguments import as_list, check_finite
 from ..utils.atomic import staged_folder
 from .lora import Emu3LoraLoaderMixin
 from .outputs import Emu3PipelineOutput
@@ -272,9 +272,14 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         prompt_ids,
         negative_prompt_ids,
         empty_prompt_ok: bool = False,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
     ) -> None:
         """Validate the arguments of ``__call__``; every error says what to change. ``empty_prompt_ok``: a video
         continuation may have no caption (its frames carry the content)."""
+        for name, value in (("guidance_scale", guidance_scale), ("temperature", temperature), ("top_p", top_p)):
+            check_finite(f"`{name}`", value)  # before the range checks: inf passes `> 0`
         if (prompt is None) == (prompt_ids is None):
             raise ValueError("Pass exactly one of `prompt` (text) or `prompt_ids` (token ids from the processor).")
         if prompt is not None and not all(isinstance(p, str) for p in as_list(prompt)):
@@ -524,7 +529,8 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_images_per_prompt,
-                          output_type, tensor_inputs, prompt_ids, negative_prompt_ids)
+                          output_type, tensor_inputs, prompt_ids, negative_prompt_ids, temperature=temperature,
+                          top_p=top_p)  # fmt: skip
 
         # 2. Encode the prompts (and negative prompts) with the processor's layout
         ids, mask, sizes, neg_ids, neg_mask = self._prompt_batch(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from diffusers.utils import BaseOutput
 
-from ..processing.arguments import as_list
+from ..processing.arguments import as_list, check_finite
 from .pipeline_emu3 import Emu3Pipeline, _onload
 
 
@@ -95,6 +95,8 @@ class Emu3ChatPipeline(Emu3Pipeline):
         """
         # 1. Check inputs
         prompts = self.check_chat_inputs(prompt, images, video, codes, streamer)
+        for name, value in (("temperature", temperature), ("top_p", top_p)):
+            check_finite(f"`{name}`", value)
         if images is not None and len(prompts) == 1 and isinstance(images, (list, tuple)):
             images = [list(images)]  # several images for one question
 

@@ -124,7 +124,8 @@ class Emu3VideoPipeline(Emu3Pipeline):
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
         resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_videos_per_prompt,
-                          output_type, tensor_inputs, None, None, empty_prompt_ok=continuing)
+                          output_type, tensor_inputs, None, None, empty_prompt_ok=continuing,
+                          temperature=temperature, top_p=top_p)  # fmt: skip
         processor = self.make_processor()
 
         # 2. Encode the context clip (continuation) and lay out the prompts

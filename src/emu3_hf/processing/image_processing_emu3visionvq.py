@@ -27,6 +27,8 @@ from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature, ImageProcessingMixin  # noqa: F401
 from transformers.processing_utils import ImagesKwargs
 
+from .arguments import check_finite
+
 __all__ = ["Emu3VisionVQImageProcessor", "smart_resize"]
 
 PIL_OUTPUT = "PIL.Image.Image"
@@ -146,7 +148,7 @@ class Emu3VisionVQImageProcessor(BaseImageProcessor):
         self.do_resize = do_resize
         self.resample = int(resample)
         self.do_rescale = do_rescale
-        self.rescale_factor = rescale_factor
+        self.rescale_factor = check_finite("rescale_factor", rescale_factor)
         self.do_normalize = do_normalize
         self.image_mean = self._per_channel(image_mean, "image_mean")
         self.image_std = self._per_channel(image_std, "image_std")
@@ -163,7 +165,8 @@ class Emu3VisionVQImageProcessor(BaseImageProcessor):
 
     @staticmethod
     def _per_channel(value: float | Sequence[float], name: str) -> list[float]:
-        values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+        values = [value] * 3 if isinstance(value, (int, float)) else list(value)
+        values = [check_finite(name, v) for v in values]
         if len(values) != 3:
             raise ValueError(f"{name} needs one value per RGB channel (3), got {value!r}.")
         return values
@@ -268,7 +271,8 @@ class Emu3VisionVQImageProcessor(BaseImageProcessor):
             "do_resize": self.do_resize if do_resize is None else do_resize,
             "resample": self.resample if resample is None else int(resample),
             "do_rescale": self.do_rescale if do_rescale is None else do_rescale,
-            "rescale_factor": self.rescale_factor if rescale_factor is None else rescale_factor,
+            "rescale_factor": self.rescale_factor if rescale_factor is None else check_finite("rescale_factor",
+                                                                                               rescale_factor),
             "do_normalize": self.do_normalize if do_normalize is None else do_normalize,
             "image_mean": self.image_mean if image_mean is None else self._per_channel(image_mean, "image_mean"),
             "image_std": self.image_std if image_std is None else self._per_channel(image_std, "image_std"),

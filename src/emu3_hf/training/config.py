@@ -9,6 +9,7 @@ from typing import Any, Literal, Sequence
 
 from ..hub.download import check_model_source
 from .checkpoint import check_checkpoint_folder, find_checkpoints
+from ..processing.arguments import check_finite
 from .sequences import LOSS_CHOICES
 
 # Every linear layer of the Emu3 LM's decoder (attention and MLP); the VQ's projections are never adapted.
@@ -16,6 +17,9 @@ DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 # Every nn.Linear of Emu3LMForCausalLM, by its last name: plain target names are checked against these before the
 # model loads (PEFT also takes dotted paths and regular expressions; it checks those itself on the loaded model).
 LM_LINEAR_LAYERS = (*DEFAULT_LORA_TARGETS, "lm_head")
+# The float settings of TrainConfig: each must be a finite number (None allowed where the field says so).
+FLOAT_FIELDS = ("eval_fraction", "null_prompt_prob", "lora_alpha", "lora_dropout", "learning_rate", "weight_decay",
+                "max_grad_norm", "num_epochs")  # fmt: skip
 
 
 @dataclass
@@ -106,6 +110,9 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise on any setting that cannot work, naming it and the fix (called before loading anything)."""
+        for name in FLOAT_FIELDS:  # first: NaN fails every range check below with a confusing message, inf passes some
+            if getattr(self, name) is not None or name != "max_grad_norm":
+                check_finite(name, getattr(self, name))
         positive = ("learning_rate", "per_device_batch_size", "gradient_accumulation_steps", "lora_rank",
                     "logging_steps", "vq_batch_size")  # fmt: skip
         for name in positive:
@@ -221,4 +228,4 @@ def _tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-__all__ = ["DEFAULT_LORA_TARGETS", "LM_LINEAR_LAYERS", "TrainConfig"]
+__all__ = ["DEFAULT_LORA_TARGETS", "FLOAT_FIELDS", "LM_LINEAR_LAYERS", "TrainConfig"]

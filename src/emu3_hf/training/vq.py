@@ -63,6 +63,7 @@ import torch.nn.functional as F
 
 from ..modeling.configuration_emu3visionvq import Emu3VisionVQConfig
 from ..modeling.modeling_emu3visionvq import Emu3VisionVQModel
+from ..processing.arguments import check_finite
 from ..utils.atomic import staged_folder
 from .checkpoint import (
     find_checkpoints,
@@ -163,9 +164,8 @@ class VQTrainConfig:
             raise ValueError(f"VQTrainConfig.warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps}).")
         for name in ("learning_rate", "weight_decay", "l1_weight", "mse_weight", "codebook_weight",
                      "commitment_weight", "locality_weight"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"VQTrainConfig.{name} must be a finite number >= 0, got {value!r}.")
+            if check_finite(f"VQTrainConfig.{name}", getattr(self, name)) < 0:
+                raise ValueError(f"VQTrainConfig.{name} must be a finite number >= 0, got {getattr(self, name)!r}.")
         if self.locality_weight and not self.image_batch_size:
             raise ValueError("VQTrainConfig.locality_weight applies to images, but image_batch_size=0; set "
                              "image_batch_size > 0 or locality_weight=0.")  # fmt: skip
