@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import emu3_hf
 from emu3_hf.generation import (
+    PositionNoise,
     SamplingConfig,
     VisionGrammar,
     SpecialIds,
@@ -213,11 +214,12 @@ def test_static_cache_equals_dynamic_cache(lm, cache):
 
 
 def test_sampler_matches_the_filtered_distribution():
-    """Frequencies of 20000 draws follow softmax(top_p(top_k(scores / T))), computed independently."""
+    """Frequencies of 20000 draws (position-keyed noise over images and steps) follow softmax(top_p(top_k(scores / T))), computed independently."""
     torch.manual_seed(0)
     scores = torch.randn(1, 64) * 2
     config = SamplingConfig(do_sample=True, temperature=0.8, top_k=30, top_p=0.85)
-    draws = pick_tokens(scores.expand(20000, -1), config, torch.Generator().manual_seed(1))
+    noise = PositionNoise.from_generator(torch.Generator().manual_seed(1), 2000, 64)  # 2000 images x 10 steps
+    draws = pick_tokens(scores.expand(2000, 10, -1), config, noise, torch.arange(10)).flatten()
     scaled = scores[0] / 0.8
     probs = scaled.softmax(-1)
     ranked = probs.argsort(descending=True)[:30]  # top-k

@@ -41,7 +41,8 @@ from transformers.cache_utils import Cache, DynamicCache, StaticCache
 from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
 from .budget import check_kv_cache_fits, check_sequence_fits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, token_ids_from_config
-from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
+from .sampling import Generators, PositionNoise, SamplingConfig, guided_scores, pick_tokens
+from .steering import RowProgress, RowUpdate, as_row_update, checked_guidance_scale, write_codes
 
 CacheImplementation = Literal["dynamic", "static"]
 ParallelDecoding = Literal["jacobi"]
@@ -68,51 +69,6 @@ class ImageTokensOutput:
     def grids(self) -> list[torch.Tensor]:
         """One unpadded grid per row: (h, w), or (T, h, w) for videos."""
         return [code[..., :h, :w] for code, (h, w) in zip(self.codes, self.image_sizes.tolist())]
-
-
-@dataclass
-class RowProgress:
-    """Passed to the ``callback`` of :func:`generate_image_tokens` each time an image row is completed.
-
-    Attributes:
-        step: index of the token just generated (its EOL), so ``generated_ids`` holds ``step + 1`` tokens.
-        rows_done: image rows each sequence has completed so far (frames included: frame f, row r -> ``f*H + r + 1``).
-        total_rows: image rows each sequence generates in all.
-        generated_ids: (B, step + 1) view of the ids generated so far (valid during the callback).
-        guidance_scale: the guidance weight in force.
-
-    The callback may return a :class:`RowUpdate` (or a dict with its field names) to steer what follows.
-    """
-
-    step: int
-    rows_done: list[int]
-    total_rows: list[int]
-    generated_ids: torch.Tensor
-    grammar: VisionGrammar
-    guidance_scale: float
-
-    @property
-    def codes(self) -> torch.Tensor:
-        """Partial code grids (B, T, Hmax, Wmax), -1 where not generated yet: decode them for a preview."""
-        return self.grammar.codes_from_tokens(self.generated_ids)
-
-
-@dataclass
-class RowUpdate:
-    """What a row callback may return to steer the rest of the generation (every field optional).
-
-    Attributes:
-        codes: (B, T, Hmax, Wmax) edited partial grids (the shape of :attr:`RowProgress.codes`); the codes already
-            generated are replaced and the tokens after them are generated from the edited ones. Edits of rows
-            already in the KV cache re-feed them, which needs the dynamic cache.
-        guidance_scale: the guidance weight from now on (a call started with guidance 1.0 has no negative rows to
-            guide with, so it cannot turn guidance on).
-        stop: end generation now; the output holds what exists (codes not generated are -1).
-    """
-
-    codes: torch.Tensor | None = None
-    guidance_scale: float | None = None
-    stop: bool = False
 
 
 # ---- the three building blocks -------------------------------------------------------------------------------------
@@ -323,27 +279,6 @@ def _check_generator(generator, batch: int) -> Generators:
     return generator
 
 
-def _write_codes(grammar: VisionGrammar, generated: torch.Tensor, done: int, codes: torch.Tensor) -> int | None:
-    """Write a callback's edited code grids into the first ``done`` generated ids; returns the earliest step whose id
-    changed (None when nothing changed).
-
-    ``codes`` is (B, T, Hmax, Wmax) like :attr:`RowProgress.codes`; only codes already generated are read.
-    """
-    steps = grammar.code_steps.to(generated.device)
-    if tuple(codes.shape) != tuple(steps.shape):
-        raise ValueError(f"Edited codes must have the shape of the partial grids {tuple(steps.shape)}, got "
-                         f"{tuple(codes.shape)}.")
-    known = (steps >= 0) & (steps < done)  # (B, T, Hmax, Wmax)
-    values = codes.to(generated.device).long()[known]
-    if bool(((values < 0) | (values >= grammar.ids.codebook_size)).any()):
-        raise ValueError(f"Edited codes must lie in [0, {grammar.ids.codebook_size}) where they were generated.")
-    rows = torch.arange(generated.shape[0], device=generated.device)[:, None, None, None].expand_as(steps)[known]
-    before = generated.clone()
-    generated[rows, steps[known]] = values + grammar.ids.visual_offset
-    changed = torch.nonzero((generated[:, :done] != before[:, :done]).any(0)).flatten()
-    return int(changed[0]) if changed.numel() else None
-
-
 # ---- the engine ----------------------------------------------------------------------------------------------------
 
 
@@ -426,9 +361,9 @@ def generate_image_tokens(
     prompt_len = max(input_ids.shape[1], negative_input_ids.shape[1] if negative_input_ids is not None else 0)
     check_sequence_fits(model.config.max_position_embeddings, prompt_len, heights, widths, num_frames)
     grammar = VisionGrammar.build(ids, heights, widths, num_frames, batch_size=batch)
-    # (N, B) host bools: which rows sample at each step; per-row generators advance only for those
-    sampling_rows = (grammar.forced == SAMPLE).t().tolist() if isinstance(generator, list) else None
     grammar = grammar.to(device)
+    # sampling noise keyed by (seed, image, step, code): every decoding scheme draws the same tokens
+    noise = PositionNoise.from_generator(generator, batch, ids.codebook_size, device) if do_sample else None
 
     # 1. One batch of prompts (+ negative prompts), left-padded; the cache holds it plus every fed token.
     prompt_ids, prompt_mask = build_guidance_batch(
@@ -446,7 +381,7 @@ def generate_image_tokens(
         from .parallel import JacobiDecoder  # parallel.py builds on this module's blocks
 
         window = compiled_decode_step(device, decode_window) if compile_decode else decode_window
-        jacobi = JacobiDecoder(model, ids, grammar, sampling, generator, parallel_window, static, window)
+        jacobi = JacobiDecoder(model, ids, grammar, sampling, noise, parallel_window, static, window)
         cache_len += jacobi.cache_room  # fixed-size windows run up to `parallel_window` steps past the end
     cache = _make_cache(model, cache_implementation, cache_len)
     masks = _DecodeMasks(key_mask, prompt_len, static, model.config._attn_implementation, head.weight.dtype)
@@ -470,8 +405,7 @@ def generate_image_tokens(
         if grammar.sample_steps[step]:
             logits = visual_logits(hidden, head, ids)  # (B2, K)
             scores = guided_scores(logits if scale != 1.0 else logits[:batch], scale)  # (B, K)
-            active = sampling_rows[step] if sampling_rows is not None else None
-            token = pick_tokens(scores, sampling, generator, active) + ids.visual_offset  # (B,)
+            token = pick_tokens(scores, sampling, noise, step) + ids.visual_offset  # (B,)
             if grammar.mixed_steps[step]:
                 token = torch.where(forced == SAMPLE, token, forced)
         else:
@@ -480,11 +414,11 @@ def generate_image_tokens(
         if step in row_steps:
             progress = RowProgress(step=step, rows_done=grammar.rows_done[step], total_rows=grammar.total_rows,
                                    generated_ids=generated[:, : step + 1], grammar=grammar, guidance_scale=scale)
-            update = _as_update(callback(progress))
+            update = as_row_update(callback(progress))
             if update.guidance_scale is not None:
-                scale = _checked_scale(update.guidance_scale, halves)
+                scale = checked_guidance_scale(update.guidance_scale, halves)
             if update.codes is not None:
-                first = _write_codes(grammar, generated, step + 1, update.codes)
+                first = write_codes(grammar, generated, step + 1, update.codes)
                 if first is not None and first < min(step, fed):  # ids already in the KV cache changed: re-feed
                     _refeed(decoder, cache, static, generated[:, first:step].repeat(halves, 1),
                             first_position + torch.arange(first, step, device=device), key_mask, prompt_len, first)
@@ -508,30 +442,6 @@ def _output(grammar: VisionGrammar, input_ids: torch.Tensor, generated: torch.Te
         generated_ids=generated,
         image_sizes=torch.stack([grammar.heights, grammar.widths], dim=1),
     )
-
-
-def _as_update(returned) -> RowUpdate:
-    if returned is None:
-        return RowUpdate()
-    if isinstance(returned, RowUpdate):
-        return returned
-    if isinstance(returned, dict):
-        unknown = set(returned) - {"codes", "guidance_scale", "stop"}
-        if unknown:
-            raise ValueError(f"A row callback returned unknown keys {sorted(unknown)}; use codes, guidance_scale, stop.")
-        return RowUpdate(**returned)
-    raise TypeError(f"A row callback must return None, a RowUpdate or a dict, got {type(returned).__name__}.")
-
-
-def _checked_scale(scale: float, halves: int) -> float:
-    if not scale > 0:
-        raise ValueError(f"guidance_scale must be > 0 (1.0 disables guidance), got {scale}.")
-    if halves == 1 and scale != 1.0:
-        raise ValueError(
-            f"Cannot switch guidance on (guidance_scale={scale}) in a call started with guidance_scale=1.0: it has "
-            "no negative prompts to guide with. Start with guidance_scale > 1 and lower it from the callback instead."
-        )
-    return float(scale)
 
 
 def _refeed(decoder, cache, static, tokens, positions, key_mask, prompt_len: int, first: int) -> None:
