@@ -12,8 +12,8 @@ token is fed to both halves. ``guidance_scale == 1`` drops the negative half.
 Caches: ``"dynamic"`` (transformers ``DynamicCache``, the CPU default) or ``"static"`` (``StaticCache`` sized to the
 prompt plus the generated tokens; decode masks are then fixed-shape tensors, so :func:`decode_step` is compiled:
 ``compile_decode``, on by default on CUDA, where it runs as CUDA graphs). ``parallel_decoding="jacobi"`` verifies a
-window of draft tokens per forward pass instead (:mod:`~emu3_hf.generation.parallel`; lossless; either cache,
-compiled too).
+window of draft tokens per forward pass instead (:mod:`~emu3_hf.generation.parallel`; exact: the same tokens;
+either cache, compiled too).
 
 Example:
     ```python
@@ -46,6 +46,7 @@ from .steering import RowProgress, RowUpdate, as_row_update, checked_guidance_sc
 
 CacheImplementation = Literal["dynamic", "static"]
 ParallelDecoding = Literal["jacobi"]
+DEFAULT_PARALLEL_WINDOW = 16  # draft tokens per Jacobi pass; bench/bench_parallel.py measured it (BENCHMARKS.md)
 _MASK_4D_BACKENDS = ("eager", "sdpa")  # backends that accept an additive (B, 1, q, kv) float mask as is
 
 
@@ -144,13 +145,20 @@ def resolve_decoding(
     cache_implementation: CacheImplementation | None,
     compile_decode: bool | None,
     parallel_decoding: ParallelDecoding | None,
+    parallel_window: int | None = None,
 ) -> tuple[str, bool]:
     """The (cache, compile) pair a call runs with; None picks the device default: on CUDA a compiled decode step
     (or Jacobi window) over the static cache, elsewhere eager over the dynamic cache (compiling did not pay on the
     CPU, BENCHMARKS.md). Jacobi windows default to the dynamic cache where the installed transformers cannot roll a
-    static cache back (< 5.24)."""
+    static cache back (< 5.24). ``parallel_window`` (None = :data:`DEFAULT_PARALLEL_WINDOW`) is checked here too, so
+    pipelines refuse a bad value before any work."""
     if parallel_decoding not in (None, "jacobi"):
         raise ValueError(f"parallel_decoding must be None or 'jacobi', got {parallel_decoding!r}.")
+    if parallel_window is not None and (
+        isinstance(parallel_window, bool) or not isinstance(parallel_window, int) or parallel_window < 1
+    ):
+        raise ValueError(f"parallel_window must be an int >= 1 (draft tokens per forward pass) or None (default "
+                         f"{DEFAULT_PARALLEL_WINDOW}), got {parallel_window!r}.")
     if cache_implementation not in (None, "dynamic", "static"):
         raise ValueError(f"cache_implementation must be 'dynamic', 'static' or None, got {cache_implementation!r}.")
     if compile_decode not in (None, True, False):
@@ -304,7 +312,7 @@ def generate_image_tokens(
     token_ids: SpecialIds | None = None,
     compile_decode: bool | None = None,
     parallel_decoding: ParallelDecoding | None = None,
-    parallel_window: int = 16,
+    parallel_window: int | None = None,
 ) -> ImageTokensOutput:
     """Generate Emu3 image (or video) tokens after prompts that end with the image token.
 
@@ -317,8 +325,9 @@ def generate_image_tokens(
         negative_input_ids, negative_attention_mask: (B, Ln) or (1, Ln) unconditional prompts for guidance.
         guidance_scale: CFG weight ``g`` in ``uncond + g * (cond - uncond)``; 1.0 disables guidance.
         do_sample, temperature, top_k, top_p: sampling over the visual tokens (greedy when ``do_sample=False``).
-        generator: the only source of randomness; on the model's device or on the CPU (noise is then drawn on
-            the CPU and copied over). A list of one generator per row makes row ``i`` equal to its prompt
+        generator: the only source of randomness: two seed words are drawn from it once per call and the noise of
+            image ``i`` at step ``t`` is a hash of (words, i, t) (:class:`~emu3_hf.generation.sampling.PositionNoise`);
+            on the model's device or on the CPU. A list of one generator per row makes row ``i`` equal to its prompt
             generated alone with generator ``i`` (diffusers' convention).
         num_frames: latent frames to generate, each closed by EOF (videos); 1 for an image.
         callback: called with a :class:`RowProgress` each time an image row is completed; it may return a
@@ -329,11 +338,12 @@ def generate_image_tokens(
         compile_decode: run the decode step (or the Jacobi window) under ``torch.compile`` (CUDA graphs on a GPU)
             over the static cache; None = on for CUDA devices (unless ``cache_implementation="dynamic"``), off
             elsewhere. The first call per shape compiles (seconds to minutes); greedy tokens equal the eager path's.
-        parallel_decoding: "jacobi" = speculative Jacobi decoding (:mod:`~emu3_hf.generation.parallel`): each
-            forward pass verifies up to ``parallel_window`` draft tokens; lossless (greedy tokens identical, samples
-            from the same distribution, but not the same draws for a seed as sequential decoding). None = one token
-            per forward pass. With the static cache each pass feeds exactly ``parallel_window`` tokens.
-        parallel_window: draft tokens verified per forward pass with ``parallel_decoding``.
+        parallel_decoding: "jacobi" = Jacobi decoding (:mod:`~emu3_hf.generation.parallel`): each forward pass
+            verifies up to ``parallel_window`` draft tokens; exact (the same tokens as sequential decoding for the
+            same generator, greedy or sampled: the sampling noise is keyed by position). None = one token per
+            forward pass. With the static cache each pass feeds exactly ``parallel_window`` tokens.
+        parallel_window: draft tokens verified per forward pass with ``parallel_decoding``; None =
+            :data:`DEFAULT_PARALLEL_WINDOW`.
 
     Returns:
         :class:`ImageTokensOutput` with ``codes`` (B, H, W) or (B, T, H, W), ``sequences``, ``generated_ids`` and
@@ -352,7 +362,8 @@ def generate_image_tokens(
         )
     batch = input_ids.shape[0]
     cache_implementation, compile_decode = resolve_decoding(device, cache_implementation, compile_decode,
-                                                            parallel_decoding)
+                                                            parallel_decoding, parallel_window)
+    parallel_window = DEFAULT_PARALLEL_WINDOW if parallel_window is None else parallel_window
     generator = _check_generator(generator, batch)
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     input_ids = input_ids.to(device).long()

@@ -12,9 +12,9 @@ A pass settles at least one token; all of them if the window was already right. 
 decoding token for token, for a seed as for greedy decoding (up to float rounding of ties between two logits, the
 same caveat as any change of batch shape).
 
-Drafts for positions a window reaches for the first time (no pick computed yet) are the token *above* them (same
-column, previous image row, already settled or drafted; the same position of the previous frame for a frame's first
-row), else the last pick computed: neighbouring rows of an image agree often, so whole rows settle at once.
+Drafts for positions a window reaches for the first time (no pick computed yet) are the last pick computed. Drafts
+from the token above (same column, previous row) measured worse on the embedded model (more passes), so they are not
+used.
 
 Emu3 specifics:
 
@@ -96,7 +96,6 @@ class JacobiDecoder:
         self.decoder, self.head = model.base_model, model.get_output_embeddings()
         self.ids, self.grammar, self.sampling, self.noise = ids, grammar, sampling, noise
         self.window, self.static, self.window_fn = window, static, window_fn
-        self.above = above_steps(grammar)  # (B, N) where each code's draft comes from when first drafted
 
     @property
     def cache_room(self) -> int:
@@ -214,40 +213,16 @@ class JacobiDecoder:
 
     def _redraft(self, tokens, accepted, picks, c: int, end: int, next_c: int) -> None:
         """New drafts for the unsettled sampled steps of the next window, next_c+1 .. next_c+window: this pass's
-        pick where one was computed (t <= end), else the token above (see :func:`above_steps`), else the last
-        pick."""
+        pick where one was computed (t <= end), else the last pick (drafting from the token above measured worse on
+        the embedded model, BENCHMARKS.md)."""
         high = min(next_c + self.window, self.grammar.feed_until)
         if high <= next_c:
             return
         steps = torch.arange(next_c + 1, high + 1, device=tokens.device)  # (R,)
         fresh = (self.grammar.forced[:, next_c + 1 : high + 1] == SAMPLE) & (steps >= accepted[:, None])
         drafts = picks[:, steps.clamp(max=end) - (c + 1)] + self.ids.visual_offset  # (B, R)
-        above = self.above[:, next_c + 1 : high + 1]  # (B, R)
-        use_above = (steps > end) & (above >= 0)
-        drafts = torch.where(use_above, tokens.gather(1, above.clamp(min=0)), drafts)
         span = tokens[:, next_c + 1 : high + 1]
         span.copy_(torch.where(fresh, drafts, span))
 
 
-def above_steps(grammar: VisionGrammar) -> torch.Tensor:
-    """(B, N) int64: for each generated step holding a code, the step of the code above it (same column, previous
-    image row; for a frame's first row, the same position in the previous frame); -1 elsewhere.
-
-    Example:
-        ```python
-        >>> g = VisionGrammar.build(ids, 2, 3, batch_size=1)  # steps: 0 1 2 EOL 4 5 6 EOL ...
-        >>> above_steps(g)[0, 4:7].tolist()
-        [0, 1, 2]
-        ```
-    """
-    steps = grammar.code_steps  # (B, T, H, W), -1 outside each row's grid
-    source = torch.cat([torch.full_like(steps[:, :1, :1], -1), steps[:, :-1, :1]], dim=1)  # (B, T, 1, W) row 0 of frame f <- row 0 of frame f-1
-    source = torch.cat([source, steps[:, :, :-1]], dim=2)  # (B, T, H, W) the step above each code
-    above = torch.full_like(grammar.forced, -1)  # (B, N)
-    valid = steps >= 0
-    rows = torch.arange(steps.shape[0], device=steps.device)[:, None, None, None].expand_as(steps)
-    above[rows[valid], steps[valid]] = source[valid]
-    return above
-
-
-__all__ = ["JacobiDecoder", "above_steps"]
+__all__ = ["JacobiDecoder"]
