@@ -371,8 +371,24 @@ def test_pipelines_take_the_decoding_options(make_tiny_pipeline):
     cache = "static" if STATIC_CACHE_CAN_CROP else None  # None: the installed release's default for windows
     jacobi = pipe("a red circle", parallel_decoding="jacobi", cache_implementation=cache, **args).codes
     assert torch.equal(plain, jacobi)
+    sampled = dict(args, do_sample=True)
+    seeded = lambda **kw: pipe("a red circle", generator=torch.Generator().manual_seed(3), **sampled, **kw).codes  # noqa: E731
+    assert torch.equal(seeded(parallel_decoding="jacobi", parallel_window=3), seeded())
     with pytest.raises(ValueError, match="parallel_decoding"):
         pipe("a red circle", parallel_decoding="zipar", **args)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match=f"parallel_window must be an int >= 1 .*got {bad}"):
+            pipe("a red circle", parallel_decoding="jacobi", parallel_window=bad, **args)
     video = make_tiny_pipeline(Emu3VideoPipeline)
     vargs = dict(height=8, width=8, do_sample=False, output_type="latent", num_frames=8)
-    assert torch.equal(video("a ball", **vargs).codes, video("a ball", parallel_decoding="jacobi", **vargs).codes)
+    assert torch.equal(video("a ball", **vargs).codes,
+                       video("a ball", parallel_decoding="jacobi", parallel_window=5, **vargs).codes)
+
+
+def test_cli_takes_the_parallel_window():
+    from emu3_cli import build_parser
+
+    args = build_parser().parse_args(["generate", "a cat", "-o", "cat.png", "--parallel-decoding", "jacobi",
+                                      "--parallel-window", "8"])
+    assert (args.parallel_decoding, args.parallel_window) == ("jacobi", 8)
+    assert build_parser().parse_args(["video", "a ball", "-o", "b.gif"]).parallel_window is None
