@@ -119,6 +119,7 @@ def main() -> None:
             ms = median(times[name])
             rows.append(dict(setting=setting, method=name, passes_per_image=sum(passes[name]) / len(prompts),
                              ms_per_image=ms * 1e3, speedup_vs_recipe=base / ms))
+            print(rows[-1], flush=True)  # progress: a long run on a busy machine shows its rows as they come
     settings = dict(vars(args), model=str(EMU3_TINY.name), batch=1)
     path = save_result("parallel", {"machine": machine(), "machine_before": before, "settings": settings,
                                     "rows": rows})
