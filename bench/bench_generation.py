@@ -7,7 +7,7 @@ One run, the same random weights, prompts and image size for all of them:
 (b) the same recipe on transformers' native ``Emu3ForConditionalGeneration`` (weights converted with
     emu3_hf.conversion; a random VQ of matching codebook, unused here);
 (c) emu3_hf.generation.generate_image_tokens (grammar as tensors, one doubled CFG batch, LM head on the visual rows);
-(d) (c) with parallel_decoding="jacobi" (speculative Jacobi decoding, lossless; window --window);
+(d) (c) with parallel_decoding="jacobi" (Jacobi decoding, exact: the same tokens; window --window);
 (e) (c) on int8 weights (torchao weight-only, emu3_hf.generation.quantization) with the compiled decode step (eager
     torchao int8 converts each weight back per call; skipped when torchao is not installed).
 

@@ -4,8 +4,9 @@ Every step re-runs the model on each full, unpadded sequence (no KV cache, no ba
 positions), takes the full-vocabulary logits, applies guidance on full-vocabulary log-softmax, masks the tokens the
 image layout forbids (layout written out as a plain Python list, BAAI's rule), then picks the token:
 greedy = argmax; sampling = temperature, top-k, top-p (transformers' ascending-sort formulation), softmax, then an
-exponential race with one Exp(1) draw per visual token per row, drawn at every step where some row samples (the
-convention the engine follows, so that a shared seed gives identical draws).
+exponential race with one Exp(1) variable per visual token, computed here in plain Python integers from the noise
+function the engine documents (emu3_hf.generation.sampling): two seed words drawn once from the generator, hashed with
+the image index (the batch row), the generated step and the code.
 
 A callback's steering is restated just as plainly: ``edit(step, generated)`` may rewrite the lists of ids generated
 so far after any step (the next step reads them, there is no cache to roll back), and ``guidance_at(step)`` gives
@@ -27,6 +28,24 @@ def layout(height: int, width: int, num_frames: int, ids) -> list:
             out += [VISUAL] * width + [ids.eol]
         out.append(ids.eof)
     return out + [ids.eoi, ids.eos]
+
+
+_WORD = 0xFFFFFFFF
+
+
+def _mix(x: int) -> int:
+    for _ in range(2):
+        x ^= x >> 16
+        x = (x * 0x45D9F3B) & _WORD
+    return x ^ (x >> 16)
+
+
+def position_noise(words: list[int], image: int, step: int, codes: int) -> torch.Tensor:
+    """Exp(1) variables (codes,) of one image at one step, one Python hash per code."""
+    row = _mix(words[0] ^ _mix(words[1] ^ _mix(image)))
+    cell = _mix(row ^ _mix(step))
+    uniform = torch.tensor([((_mix(cell ^ _mix(c)) >> 9) + 0.5) / 2**23 for c in range(codes)], dtype=torch.float32)
+    return -torch.log(uniform)
 
 
 def _last_logits(model, sequence: list[int]) -> torch.Tensor:
@@ -77,12 +96,9 @@ def reference_generate(
     vocab = model.config.vocab_size
     visual = torch.arange(ids.visual_offset, ids.visual_offset + ids.codebook_size)
     generated = [[] for _ in prompts]
+    words = torch.randint(0, 2**32, (2,), generator=generator).tolist() if do_sample else None
     for step in range(steps):
         allowed = [lay[step] if step < len(lay) else ids.pad for lay in layouts]
-        noise = None
-        if do_sample and VISUAL in allowed:
-            noise = torch.empty(len(prompts), ids.codebook_size).exponential_(1.0, generator=generator)
-            noise.clamp_min_(torch.finfo(noise.dtype).tiny)
         for row, rule in enumerate(allowed):
             if rule != VISUAL:
                 generated[row].append(rule)
@@ -100,7 +116,7 @@ def reference_generate(
                 continue
             scores = _top_p(_top_k(scores / temperature, top_k), top_p)
             race = torch.ones(vocab)
-            race[visual] = noise[row]
+            race[visual] = position_noise(words, row, step, ids.codebook_size)
             generated[row].append(int((scores.softmax(-1) / race).argmax()))
         if edit is not None:
             edit(step, generated)

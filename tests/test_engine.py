@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import emu3_hf
 from emu3_hf.generation import (
+    PositionNoise,
     SamplingConfig,
     VisionGrammar,
     SpecialIds,
@@ -213,11 +214,12 @@ def test_static_cache_equals_dynamic_cache(lm, cache):
 
 
 def test_sampler_matches_the_filtered_distribution():
-    """Frequencies of 20000 draws follow softmax(top_p(top_k(scores / T))), computed independently."""
+    """Frequencies of 20000 draws (position-keyed noise over images and steps) follow softmax(top_p(top_k(scores / T))), computed independently."""
     torch.manual_seed(0)
     scores = torch.randn(1, 64) * 2
     config = SamplingConfig(do_sample=True, temperature=0.8, top_k=30, top_p=0.85)
-    draws = pick_tokens(scores.expand(20000, -1), config, torch.Generator().manual_seed(1))
+    noise = PositionNoise.from_generator(torch.Generator().manual_seed(1), 2000, 64)  # 2000 images x 10 steps
+    draws = pick_tokens(scores.expand(2000, 10, -1), config, noise, torch.arange(10)).flatten()
     scaled = scores[0] / 0.8
     probs = scaled.softmax(-1)
     ranked = probs.argsort(descending=True)[:30]  # top-k
@@ -233,6 +235,25 @@ def test_sampler_matches_the_filtered_distribution():
     observed = torch.bincount(draws, minlength=64).float() / draws.numel()
     assert set(torch.nonzero(observed).flatten().tolist()) <= set(kept)
     assert (observed - expected).abs().sum() / 2 < 0.03  # total variation; ~0.01 expected from 20000 draws
+
+
+def test_position_noise_is_uniform_and_independent():
+    """The hash-based noise behaves like i.i.d. Exp(1): U = exp(-E) over seeds x images x steps x codes fills 64 equal
+    bins within a chi-square bound, and neighbouring codes, steps and images are uncorrelated."""
+    uniforms = []
+    for seed in range(4):
+        noise = PositionNoise.from_generator(torch.Generator().manual_seed(seed), 50, 128)
+        uniforms.append(torch.exp(-noise.exponential(torch.arange(40))))  # (50 images, 40 steps, 128 codes)
+    u = torch.stack(uniforms).double()  # (4, 50, 40, 128)
+    assert 0 < float(u.min()) and float(u.max()) < 1
+    counts = torch.bincount((u.flatten() * 64).long(), minlength=64).double()
+    expected = u.numel() / 64
+    stat = float(((counts - expected) ** 2 / expected).sum())
+    assert stat < 120, stat  # 63 degrees of freedom: the 99.99th percentile is ~117
+    for dim in (-1, -2, -3, 0):  # codes, steps, images, seeds
+        a, b = u.narrow(dim, 0, u.shape[dim] - 1).flatten(), u.narrow(dim, 1, u.shape[dim] - 1).flatten()
+        assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.01
+    assert abs(float((-torch.log(u)).mean()) - 1) < 0.01  # Exp(1) has mean 1
 
 
 def test_same_seed_same_tokens_other_seed_other_tokens(lm_sdpa):

@@ -1,9 +1,9 @@
-"""Speculative Jacobi decoding (generation/parallel.py) is lossless.
+"""Jacobi decoding (generation/parallel.py) is exact.
 
-Greedy: token for token equal to sequential decoding (the engine, the naive reference, BAAI's fixture), across
-windows, mixed sizes, videos, guidance scales and row callbacks. Sampling: the distribution of generated grids equals
-the exact distribution of sequential sampling, enumerated independently from full forward passes, by a chi-square
-test with a fixed seed budget (plain sampling passes the same test, and a broken acceptance rule would not).
+Greedy and sampled (position-keyed noise): token for token equal to sequential decoding for one generator (the engine,
+the naive reference, BAAI's fixture), across windows, caches, mixed sizes, videos, guidance, top-k/top-p and row
+callbacks; image i of a batch equals its prompt generated alone. The distribution of sampled grids equals the exact
+distribution of sequential sampling, enumerated independently from full forward passes, by a chi-square test.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def test_greedy_equals_sequential_engine_mixed_sizes_and_videos(lm, seed):
 @needs_crop
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_static_cache_windows_equal_sequential_and_dynamic(lm_dir, attn):
-    """Fixed-size windows over a StaticCache (rolled back by crop): greedy equals sequential decoding, and sampling
-    draws exactly what the dynamic-cache windows draw for the same seed."""
+    """Fixed-size windows over a StaticCache (rolled back by crop): greedy and sampled tokens equal sequential
+    decoding's and the dynamic-cache windows' for the same seed."""
     model = emu3_hf.Emu3LMForCausalLM.from_pretrained(lm_dir, attn_implementation=attn).eval()
     for seed in (0, 3, 5):
         case = _random_case(seed, model.config, video=seed == 3)
@@ -77,6 +77,8 @@ def test_static_cache_windows_equal_sequential_and_dynamic(lm_dir, attn):
                               parallel_decoding="jacobi", parallel_window=3)
         sampled = _run_engine(model, case, top_k=20, generator=torch.Generator().manual_seed(seed), **static)
         assert torch.equal(sampled.generated_ids, dynamic.generated_ids)
+        plain = _run_engine(model, case, top_k=20, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(sampled.generated_ids, plain.generated_ids)
 
 
 @needs_crop
@@ -128,23 +130,21 @@ def _uniform_model(lm_dir):
     return model
 
 
-@pytest.mark.parametrize("do_sample", [False, True])
-def test_right_drafts_are_accepted_a_whole_window_per_pass(lm_dir, ref, do_sample):
+def test_right_drafts_are_accepted_a_whole_window_per_pass(lm_dir, ref):
     model = _uniform_model(lm_dir)
     window, (h, w) = 4, (3, 5)
     grammar = VisionGrammar.build(token_ids_from_config(model.config), h, w, batch_size=1)
     calls, handle = _count_passes(model)
     try:
         out = generate_image_tokens(model, ref["imggen.pos_input_ids"], negative_input_ids=ref["imggen.neg_input_ids"],
-                                    height=h, width=w, do_sample=do_sample, top_k=None, parallel_decoding="jacobi",
-                                    parallel_window=window, generator=torch.Generator().manual_seed(0))
+                                    height=h, width=w, do_sample=False, parallel_decoding="jacobi",
+                                    parallel_window=window)
     finally:
         handle.remove()
-    # the prefill settles step 0; then each pass feeds `window` tokens and settles all of them (q == p: always kept)
+    # the prefill settles step 0; then each pass feeds `window` tokens and settles all of them (drafts are code 0)
     assert len(calls) == 1 + math.ceil(grammar.feed_until / window)
     assert out.generated_ids.shape[1] == sequence_length(h, w)
-    if not do_sample:
-        assert (out.codes == 0).all()
+    assert (out.codes == 0).all()
 
 
 def test_fewer_forward_passes_and_one_host_read_per_pass(lm):
@@ -161,6 +161,43 @@ def test_fewer_forward_passes_and_one_host_read_per_pass(lm):
         # the loop reads how far the slowest row got once per pass; transformers' sdpa mask builder may read once
         # more for some window shapes; 2 reads before the loop (the grammar sizes, the padding check)
         assert mode.reads <= 2 * len(calls) + 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sampled_jacobi_equals_sequential_for_one_generator(lm, ids, seed):
+    """The same draws, not only the same distribution: CFG, top-k/top-p, temperature, mixed sizes, a video."""
+    case = _random_case(seed, lm.config, video=seed == 3)
+    sampling = dict(temperature=[1.0, 0.8, 1.3, 1.0, 0.9][seed], top_k=[2048, 20, None, 50, 7][seed],
+                    top_p=[1.0, 1.0, 0.8, 0.9, 0.5][seed])
+    run = lambda **kw: _run_engine(lm, case, generator=torch.Generator().manual_seed(seed), **sampling, **kw)  # noqa: E731
+    sequential = run()
+    for window in (2, 5, 16):
+        assert torch.equal(run(parallel_decoding="jacobi", parallel_window=window).generated_ids,
+                           sequential.generated_ids)
+    if seed in (1, 2):  # and both equal the naive reference's draws from the documented noise function
+        expected = reference_generate(lm, case["prompts"], case["negatives"], case["heights"], case["widths"], ids,
+                                      guidance_scale=case["guidance_scale"], do_sample=True,
+                                      generator=torch.Generator().manual_seed(seed), **sampling)
+        assert torch.equal(sequential.generated_ids, expected)
+
+
+def test_image_i_of_a_batch_equals_its_prompt_alone(lm):
+    """A list of generators: row i equals prompt i generated alone with generator i, sequential or parallel; one
+    generator: the same seed gives the same images, the next call on it other images."""
+    case = _random_case(5, lm.config)
+    assert len(case["prompts"]) > 1 and len(set(zip(case["heights"], case["widths"]))) > 1  # mixed sizes
+    gens = lambda: [torch.Generator().manual_seed(10 + i) for i in range(len(case["prompts"]))]  # noqa: E731
+    batch = _run_engine(lm, case, generator=gens(), top_k=30, parallel_decoding="jacobi", parallel_window=4)
+    for i, grid in enumerate(batch.grids()):
+        alone = {**case, **{k: case[k][i : i + 1] for k in ("prompts", "negatives", "heights", "widths")}}
+        for mode in (None, "jacobi"):
+            out = _run_engine(lm, alone, generator=torch.Generator().manual_seed(10 + i), top_k=30,
+                              parallel_decoding=mode, parallel_window=3)
+            assert torch.equal(out.grids()[0], grid)
+    generator = torch.Generator().manual_seed(7)
+    first, second = (_run_engine(lm, case, generator=generator, top_k=30) for _ in range(2))
+    assert torch.equal(first.codes, _run_engine(lm, case, generator=torch.Generator().manual_seed(7), top_k=30).codes)
+    assert not torch.equal(first.codes, second.codes)
 
 
 # ---- row callbacks: the same events and steering as sequential decoding -------------------------------------------
@@ -334,8 +371,24 @@ def test_pipelines_take_the_decoding_options(make_tiny_pipeline):
     cache = "static" if STATIC_CACHE_CAN_CROP else None  # None: the installed release's default for windows
     jacobi = pipe("a red circle", parallel_decoding="jacobi", cache_implementation=cache, **args).codes
     assert torch.equal(plain, jacobi)
+    sampled = dict(args, do_sample=True)
+    seeded = lambda **kw: pipe("a red circle", generator=torch.Generator().manual_seed(3), **sampled, **kw).codes  # noqa: E731
+    assert torch.equal(seeded(parallel_decoding="jacobi", parallel_window=3), seeded())
     with pytest.raises(ValueError, match="parallel_decoding"):
         pipe("a red circle", parallel_decoding="zipar", **args)
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match=f"parallel_window must be an int >= 1 .*got {bad}"):
+            pipe("a red circle", parallel_decoding="jacobi", parallel_window=bad, **args)
     video = make_tiny_pipeline(Emu3VideoPipeline)
     vargs = dict(height=8, width=8, do_sample=False, output_type="latent", num_frames=8)
-    assert torch.equal(video("a ball", **vargs).codes, video("a ball", parallel_decoding="jacobi", **vargs).codes)
+    assert torch.equal(video("a ball", **vargs).codes,
+                       video("a ball", parallel_decoding="jacobi", parallel_window=5, **vargs).codes)
+
+
+def test_cli_takes_the_parallel_window():
+    from emu3_cli import build_parser
+
+    args = build_parser().parse_args(["generate", "a cat", "-o", "cat.png", "--parallel-decoding", "jacobi",
+                                      "--parallel-window", "8"])
+    assert (args.parallel_decoding, args.parallel_window) == ("jacobi", 8)
+    assert build_parser().parse_args(["video", "a ball", "-o", "b.gif"]).parallel_window is None

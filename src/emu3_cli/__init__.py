@@ -52,7 +52,9 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", dest="do_sample", action="store_const", const=True,
                         help="sample the tokens even where the model recommends greedy decoding")
     parser.add_argument("--parallel-decoding", choices=["jacobi"], default=None,
-                        help="verify several draft tokens per forward pass (lossless speculative Jacobi decoding)")
+                        help="verify several draft tokens per forward pass (Jacobi decoding: the same tokens)")
+    parser.add_argument("--parallel-window", type=int, default=None,
+                        help="draft tokens per forward pass with --parallel-decoding (default: the engine's)")
     parser.add_argument("--compile", dest="compile_decode", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the decode step over a static cache (default: on with CUDA only)")
 

@@ -62,7 +62,8 @@ def _generator(args: argparse.Namespace) -> torch.Generator | None:
 def _sampling(args: argparse.Namespace) -> dict:
     return dict(negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, do_sample=args.do_sample,
                 top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, generator=_generator(args),
-                parallel_decoding=args.parallel_decoding, compile_decode=args.compile_decode)
+                parallel_decoding=args.parallel_decoding, parallel_window=args.parallel_window,
+                compile_decode=args.compile_decode)
 
 
 def _size(args: argparse.Namespace) -> dict:

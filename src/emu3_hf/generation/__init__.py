@@ -19,11 +19,12 @@ from .engine import (
     visual_logits,
 )
 from .grammar import SAMPLE, SpecialIds, VisionGrammar, sequence_length, token_ids_from_config
-from .sampling import SamplingConfig, filter_top_k, filter_top_p, guided_scores, pick_tokens
+from .sampling import PositionNoise, SamplingConfig, filter_top_k, filter_top_p, guided_scores, pick_tokens
 
 __all__ = [
     "SAMPLE",
     "ImageTokensOutput",
+    "PositionNoise",
     "RowProgress",
     "RowUpdate",
     "SamplingConfig",

@@ -12,8 +12,8 @@ token is fed to both halves. ``guidance_scale == 1`` drops the negative half.
 Caches: ``"dynamic"`` (transformers ``DynamicCache``, the CPU default) or ``"static"`` (``StaticCache`` sized to the
 prompt plus the generated tokens; decode masks are then fixed-shape tensors, so :func:`decode_step` is compiled:
 ``compile_decode``, on by default on CUDA, where it runs as CUDA graphs). ``parallel_decoding="jacobi"`` verifies a
-window of draft tokens per forward pass instead (:mod:`~emu3_hf.generation.parallel`; lossless; either cache,
-compiled too).
+window of draft tokens per forward pass instead (:mod:`~emu3_hf.generation.parallel`; exact: the same tokens;
+either cache, compiled too).
 
 Example:
     ```python
@@ -42,10 +42,12 @@ from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
 from ..processing.arguments import check_finite
 from .budget import check_kv_cache_fits, check_sequence_fits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, fed_length, token_ids_from_config
-from .sampling import Generators, SamplingConfig, guided_scores, pick_tokens
+from .sampling import Generators, PositionNoise, SamplingConfig, guided_scores, pick_tokens
+from .steering import RowProgress, RowUpdate, as_row_update, checked_guidance_scale, write_codes
 
 CacheImplementation = Literal["dynamic", "static"]
 ParallelDecoding = Literal["jacobi"]
+DEFAULT_PARALLEL_WINDOW = 16  # draft tokens per Jacobi pass; bench/bench_parallel.py measured it (BENCHMARKS.md)
 _MASK_4D_BACKENDS = ("eager", "sdpa")  # backends that accept an additive (B, 1, q, kv) float mask as is
 
 
@@ -69,51 +71,6 @@ class ImageTokensOutput:
     def grids(self) -> list[torch.Tensor]:
         """One unpadded grid per row: (h, w), or (T, h, w) for videos."""
         return [code[..., :h, :w] for code, (h, w) in zip(self.codes, self.image_sizes.tolist())]
-
-
-@dataclass
-class RowProgress:
-    """Passed to the ``callback`` of :func:`generate_image_tokens` each time an image row is completed.
-
-    Attributes:
-        step: index of the token just generated (its EOL), so ``generated_ids`` holds ``step + 1`` tokens.
-        rows_done: image rows each sequence has completed so far (frames included: frame f, row r -> ``f*H + r + 1``).
-        total_rows: image rows each sequence generates in all.
-        generated_ids: (B, step + 1) view of the ids generated so far (valid during the callback).
-        guidance_scale: the guidance weight in force.
-
-    The callback may return a :class:`RowUpdate` (or a dict with its field names) to steer what follows.
-    """
-
-    step: int
-    rows_done: list[int]
-    total_rows: list[int]
-    generated_ids: torch.Tensor
-    grammar: VisionGrammar
-    guidance_scale: float
-
-    @property
-    def codes(self) -> torch.Tensor:
-        """Partial code grids (B, T, Hmax, Wmax), -1 where not generated yet: decode them for a preview."""
-        return self.grammar.codes_from_tokens(self.generated_ids)
-
-
-@dataclass
-class RowUpdate:
-    """What a row callback may return to steer the rest of the generation (every field optional).
-
-    Attributes:
-        codes: (B, T, Hmax, Wmax) edited partial grids (the shape of :attr:`RowProgress.codes`); the codes already
-            generated are replaced and the tokens after them are generated from the edited ones. Edits of rows
-            already in the KV cache re-feed them, which needs the dynamic cache.
-        guidance_scale: the guidance weight from now on (a call started with guidance 1.0 has no negative rows to
-            guide with, so it cannot turn guidance on).
-        stop: end generation now; the output holds what exists (codes not generated are -1).
-    """
-
-    codes: torch.Tensor | None = None
-    guidance_scale: float | None = None
-    stop: bool = False
 
 
 # ---- the three building blocks -------------------------------------------------------------------------------------
@@ -189,13 +146,20 @@ def resolve_decoding(
     cache_implementation: CacheImplementation | None,
     compile_decode: bool | None,
     parallel_decoding: ParallelDecoding | None,
+    parallel_window: int | None = None,
 ) -> tuple[str, bool]:
     """The (cache, compile) pair a call runs with; None picks the device default: on CUDA a compiled decode step
     (or Jacobi window) over the static cache, elsewhere eager over the dynamic cache (compiling did not pay on the
     CPU, BENCHMARKS.md). Jacobi windows default to the dynamic cache where the installed transformers cannot roll a
-    static cache back (< 5.24)."""
+    static cache back (< 5.24). ``parallel_window`` (None = :data:`DEFAULT_PARALLEL_WINDOW`) is checked here too, so
+    pipelines refuse a bad value before any work."""
     if parallel_decoding not in (None, "jacobi"):
         raise ValueError(f"parallel_decoding must be None or 'jacobi', got {parallel_decoding!r}.")
+    if parallel_window is not None and (
+        isinstance(parallel_window, bool) or not isinstance(parallel_window, int) or parallel_window < 1
+    ):
+        raise ValueError(f"parallel_window must be an int >= 1 (draft tokens per forward pass) or None (default "
+                         f"{DEFAULT_PARALLEL_WINDOW}), got {parallel_window!r}.")
     if cache_implementation not in (None, "dynamic", "static"):
         raise ValueError(f"cache_implementation must be 'dynamic', 'static' or None, got {cache_implementation!r}.")
     if compile_decode not in (None, True, False):
@@ -324,27 +288,6 @@ def _check_generator(generator, batch: int) -> Generators:
     return generator
 
 
-def _write_codes(grammar: VisionGrammar, generated: torch.Tensor, done: int, codes: torch.Tensor) -> int | None:
-    """Write a callback's edited code grids into the first ``done`` generated ids; returns the earliest step whose id
-    changed (None when nothing changed).
-
-    ``codes`` is (B, T, Hmax, Wmax) like :attr:`RowProgress.codes`; only codes already generated are read.
-    """
-    steps = grammar.code_steps.to(generated.device)
-    if tuple(codes.shape) != tuple(steps.shape):
-        raise ValueError(f"Edited codes must have the shape of the partial grids {tuple(steps.shape)}, got "
-                         f"{tuple(codes.shape)}.")
-    known = (steps >= 0) & (steps < done)  # (B, T, Hmax, Wmax)
-    values = codes.to(generated.device).long()[known]
-    if bool(((values < 0) | (values >= grammar.ids.codebook_size)).any()):
-        raise ValueError(f"Edited codes must lie in [0, {grammar.ids.codebook_size}) where they were generated.")
-    rows = torch.arange(generated.shape[0], device=generated.device)[:, None, None, None].expand_as(steps)[known]
-    before = generated.clone()
-    generated[rows, steps[known]] = values + grammar.ids.visual_offset
-    changed = torch.nonzero((generated[:, :done] != before[:, :done]).any(0)).flatten()
-    return int(changed[0]) if changed.numel() else None
-
-
 # ---- the engine ----------------------------------------------------------------------------------------------------
 
 
@@ -370,7 +313,7 @@ def generate_image_tokens(
     token_ids: SpecialIds | None = None,
     compile_decode: bool | None = None,
     parallel_decoding: ParallelDecoding | None = None,
-    parallel_window: int = 16,
+    parallel_window: int | None = None,
 ) -> ImageTokensOutput:
     """Generate Emu3 image (or video) tokens after prompts that end with the image token.
 
@@ -383,8 +326,9 @@ def generate_image_tokens(
         negative_input_ids, negative_attention_mask: (B, Ln) or (1, Ln) unconditional prompts for guidance.
         guidance_scale: CFG weight ``g`` in ``uncond + g * (cond - uncond)``; 1.0 disables guidance.
         do_sample, temperature, top_k, top_p: sampling over the visual tokens (greedy when ``do_sample=False``).
-        generator: the only source of randomness; on the model's device or on the CPU (noise is then drawn on
-            the CPU and copied over). A list of one generator per row makes row ``i`` equal to its prompt
+        generator: the only source of randomness: two seed words are drawn from it once per call and the noise of
+            image ``i`` at step ``t`` is a hash of (words, i, t) (:class:`~emu3_hf.generation.sampling.PositionNoise`);
+            on the model's device or on the CPU. A list of one generator per row makes row ``i`` equal to its prompt
             generated alone with generator ``i`` (diffusers' convention).
         num_frames: latent frames to generate, each closed by EOF (videos); 1 for an image.
         callback: called with a :class:`RowProgress` each time an image row is completed; it may return a
@@ -395,11 +339,12 @@ def generate_image_tokens(
         compile_decode: run the decode step (or the Jacobi window) under ``torch.compile`` (CUDA graphs on a GPU)
             over the static cache; None = on for CUDA devices (unless ``cache_implementation="dynamic"``), off
             elsewhere. The first call per shape compiles (seconds to minutes); greedy tokens equal the eager path's.
-        parallel_decoding: "jacobi" = speculative Jacobi decoding (:mod:`~emu3_hf.generation.parallel`): each
-            forward pass verifies up to ``parallel_window`` draft tokens; lossless (greedy tokens identical, samples
-            from the same distribution, but not the same draws for a seed as sequential decoding). None = one token
-            per forward pass. With the static cache each pass feeds exactly ``parallel_window`` tokens.
-        parallel_window: draft tokens verified per forward pass with ``parallel_decoding``.
+        parallel_decoding: "jacobi" = Jacobi decoding (:mod:`~emu3_hf.generation.parallel`): each forward pass
+            verifies up to ``parallel_window`` draft tokens; exact (the same tokens as sequential decoding for the
+            same generator, greedy or sampled: the sampling noise is keyed by position). None = one token per
+            forward pass. With the static cache each pass feeds exactly ``parallel_window`` tokens.
+        parallel_window: draft tokens verified per forward pass with ``parallel_decoding``; None =
+            :data:`DEFAULT_PARALLEL_WINDOW`.
 
     Returns:
         :class:`ImageTokensOutput` with ``codes`` (B, H, W) or (B, T, H, W), ``sequences``, ``generated_ids`` and
@@ -419,7 +364,8 @@ def generate_image_tokens(
         )
     batch = input_ids.shape[0]
     cache_implementation, compile_decode = resolve_decoding(device, cache_implementation, compile_decode,
-                                                            parallel_decoding)
+                                                            parallel_decoding, parallel_window)
+    parallel_window = DEFAULT_PARALLEL_WINDOW if parallel_window is None else parallel_window
     generator = _check_generator(generator, batch)
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     input_ids = input_ids.to(device).long()
@@ -437,10 +383,9 @@ def generate_image_tokens(
     prompt_len, fed = prompt_ids.shape[1], fed_length(heights, widths, num_frames)
     total = prompt_len + fed
     check_kv_cache_fits(model.config, prompt_ids.shape[0], total, head.weight.dtype, device)  # before the grammar
-    grammar = VisionGrammar.build(ids, heights, widths, num_frames, batch_size=batch)
-    # (N, B) host bools: which rows sample at each step; per-row generators advance only for those
-    sampling_rows = (grammar.forced == SAMPLE).t().tolist() if isinstance(generator, list) else None
-    grammar = grammar.to(device)
+    grammar = VisionGrammar.build(ids, heights, widths, num_frames, batch_size=batch).to(device)
+    # sampling noise keyed by (seed, image, step, code): every decoding scheme draws the same tokens
+    noise = PositionNoise.from_generator(generator, batch, ids.codebook_size, device) if do_sample else None
     key_mask = torch.cat([prompt_mask, prompt_mask.new_ones(prompt_mask.shape[0], fed)], dim=1)  # (B2, total)
     static = cache_implementation == "static"
     jacobi, cache_len = None, total
@@ -448,7 +393,7 @@ def generate_image_tokens(
         from .parallel import JacobiDecoder  # parallel.py builds on this module's blocks
 
         window = compiled_decode_step(device, decode_window) if compile_decode else decode_window
-        jacobi = JacobiDecoder(model, ids, grammar, sampling, generator, parallel_window, static, window)
+        jacobi = JacobiDecoder(model, ids, grammar, sampling, noise, parallel_window, static, window)
         cache_len += jacobi.cache_room  # fixed-size windows run up to `parallel_window` steps past the end
     cache = _make_cache(model, cache_implementation, cache_len)
     masks = _DecodeMasks(key_mask, prompt_len, static, model.config._attn_implementation, head.weight.dtype)
@@ -472,8 +417,7 @@ def generate_image_tokens(
         if grammar.sample_steps[step]:
             logits = visual_logits(hidden, head, ids)  # (B2, K)
             scores = guided_scores(logits if scale != 1.0 else logits[:batch], scale)  # (B, K)
-            active = sampling_rows[step] if sampling_rows is not None else None
-            token = pick_tokens(scores, sampling, generator, active) + ids.visual_offset  # (B,)
+            token = pick_tokens(scores, sampling, noise, step) + ids.visual_offset  # (B,)
             if grammar.mixed_steps[step]:
                 token = torch.where(forced == SAMPLE, token, forced)
         else:
@@ -482,11 +426,11 @@ def generate_image_tokens(
         if step in row_steps:
             progress = RowProgress(step=step, rows_done=grammar.rows_done[step], total_rows=grammar.total_rows,
                                    generated_ids=generated[:, : step + 1], grammar=grammar, guidance_scale=scale)
-            update = _as_update(callback(progress))
+            update = as_row_update(callback(progress))
             if update.guidance_scale is not None:
-                scale = _checked_scale(update.guidance_scale, halves)
+                scale = checked_guidance_scale(update.guidance_scale, halves)
             if update.codes is not None:
-                first = _write_codes(grammar, generated, step + 1, update.codes)
+                first = write_codes(grammar, generated, step + 1, update.codes)
                 if first is not None and first < min(step, fed):  # ids already in the KV cache changed: re-feed
                     _refeed(decoder, cache, static, generated[:, first:step].repeat(halves, 1),
                             first_position + torch.arange(first, step, device=device), key_mask, prompt_len, first)
@@ -510,30 +454,6 @@ def _output(grammar: VisionGrammar, input_ids: torch.Tensor, generated: torch.Te
         generated_ids=generated,
         image_sizes=torch.stack([grammar.heights, grammar.widths], dim=1),
     )
-
-
-def _as_update(returned) -> RowUpdate:
-    if returned is None:
-        return RowUpdate()
-    if isinstance(returned, RowUpdate):
-        return returned
-    if isinstance(returned, dict):
-        unknown = set(returned) - {"codes", "guidance_scale", "stop"}
-        if unknown:
-            raise ValueError(f"A row callback returned unknown keys {sorted(unknown)}; use codes, guidance_scale, stop.")
-        return RowUpdate(**returned)
-    raise TypeError(f"A row callback must return None, a RowUpdate or a dict, got {type(returned).__name__}.")
-
-
-def _checked_scale(scale: float, halves: int) -> float:
-    if not check_finite("guidance_scale", scale) > 0:
-        raise ValueError(f"guidance_scale must be > 0 (1.0 disables guidance), got {scale}.")
-    if halves == 1 and scale != 1.0:
-        raise ValueError(
-            f"Cannot switch guidance on (guidance_scale={scale}) in a call started with guidance_scale=1.0: it has "
-            "no negative prompts to guide with. Start with guidance_scale > 1 and lower it from the callback instead."
-        )
-    return float(scale)
 
 
 def _refeed(decoder, cache, static, tokens, positions, key_mask, prompt_len: int, first: int) -> None:

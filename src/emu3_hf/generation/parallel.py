@@ -1,33 +1,37 @@
-"""Lossless parallel decoding of image tokens: speculative Jacobi decoding (SJD; Teng et al., arXiv 2410.01699).
+"""Exact parallel decoding of image tokens: Jacobi decoding with position-keyed sampling noise.
 
-Sequential decoding pays one forward pass per token. SJD keeps a window of *draft* tokens after the accepted prefix
-and feeds the whole window in one forward pass; causal attention yields the model's distribution ``p_t`` at every
-window position ``t``, conditioned on the prefix and on the drafts before ``t``. The drafts are then checked left to
-right with the speculative-sampling rule (Leviathan et al. 2023, Chen et al. 2023): draft ``x_t``, drawn from a
-draft distribution ``q_t``, is kept with probability ``min(1, p_t(x_t) / q_t(x_t))``; the first rejected draft is
-replaced by a draw from ``normalize(max(0, p_t - q_t))``, which makes that token exactly a draw from ``p_t``; every
-draft after it is re-drawn from the distributions this pass computed (they become the next pass's ``q``), and new
-positions entering the window are drafted from the last distribution computed. ``q_t`` is fixed before ``x_t`` is
-drawn and nothing before ``t`` depends on ``x_t``, so every accepted token is distributed exactly as sequential
-sampling would draw it: the output distribution is that of plain sampling (not the same draws for a seed). Greedy
-decoding is the limit case: a draft is kept iff it is the argmax, so the tokens equal sequential greedy decoding.
-A pass accepts at least one token; all of them if the window was already right.
+Sequential decoding pays one forward pass per token. Jacobi decoding keeps a window of *draft* tokens after the
+settled prefix and feeds the whole window in one forward pass; causal attention yields the model's distribution
+``p_t`` at every window position ``t``, conditioned on the prefix and on the drafts before ``t``. Because the
+sampling noise is keyed by position (:class:`~emu3_hf.generation.sampling.PositionNoise`), the token sequential
+decoding would pick at ``t`` is a deterministic function of ``p_t`` and ``t`` alone: greedy and sampled decoding are
+the same fixed-point problem. Each pass picks the token of every window position; the leading drafts equal to their
+pick are settled, the first draft that differs is replaced by its pick (conditioned on a settled prefix, so it is
+the sequential token), and the positions after it take this pass's picks as their next drafts (Jacobi iteration).
+A pass settles at least one token; all of them if the window was already right. The output equals sequential
+decoding token for token, for a seed as for greedy decoding (up to float rounding of ties between two logits, the
+same caveat as any change of batch shape).
+
+Drafts for positions a window reaches for the first time (no pick computed yet) are the last pick computed. Drafts
+from the token above (same column, previous row) measured worse on the embedded model (more passes), so they are not
+used.
 
 Emu3 specifics:
 
 - the grammar's forced tokens (EOL, EOF, EOI, EOS, pad) are known in advance: never drafted, always accepted;
-- CFG: every window is fed to both halves of the doubled batch, and drafts are checked against the guided
-  distribution ``softmax(top_p(top_k((uncond + g * (cond - uncond)) / T)))``, the one sequential sampling draws from;
-- rows of a batch (mixed sizes included) accept independently: row ``b`` knows its steps ``[0, a_b)``; the KV cache
+- CFG: every window is fed to both halves of the doubled batch, and picks use the guided scores, as sequential
+  decoding does;
+- rows of a batch (mixed sizes included) settle independently: row ``b`` knows its steps ``[0, a_b)``; the KV cache
   keeps the steps every row has settled and is rolled back with ``cache.crop(-n)``; a row's settled tokens beyond
   that are fed again as known tokens;
 - caches: a ``DynamicCache`` is fed the window as it is (``n <= window`` tokens); a ``StaticCache`` (transformers >=
   5.24 rolls it back) is fed exactly ``window`` tokens a pass (the tail past the schedule is ignored), with a
   fixed-shape mask, so the window forward compiles to one graph (CUDA graphs on a GPU, ``compile_decode``);
 - row callbacks fire in order once every row has settled an image row; an edit of codes or a change of guidance
-  discards what was accepted after that row (as sequential decoding would never have generated it).
+  discards what was settled after that row (as sequential decoding would never have generated it).
 
-The loop reads one number from the device per forward pass (how far the slowest row got), not one per token.
+The loop reads one number from the device per forward pass (how far the slowest row got), not one per token, and
+verifies a whole window with tensor ops (no Python loop over positions).
 
 Example:
     ```python
@@ -46,19 +50,20 @@ from torch import nn
 from transformers.cache_utils import Cache
 
 from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
-from .engine import RowProgress, RowUpdate, _as_update, _checked_scale, _write_codes, decode_window, visual_logits
+from .engine import decode_window, visual_logits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar
-from .sampling import Generators, SamplingConfig, exponential_noise, guided_scores, sampling_probs
+from .sampling import PositionNoise, SamplingConfig, guided_scores, pick_tokens
+from .steering import RowProgress, RowUpdate, as_row_update, checked_guidance_scale, write_codes
 
 
 class JacobiDecoder:
-    """Speculative Jacobi decoding of one :func:`~emu3_hf.generation.generate_image_tokens` call.
+    """Jacobi decoding of one :func:`~emu3_hf.generation.generate_image_tokens` call.
 
     Args:
         model: the Emu3 causal LM (decoder at ``model.base_model``, head at ``model.get_output_embeddings()``).
         ids: the special ids; ``grammar``: the batch's schedule (on the model's device).
-        sampling: how tokens are chosen (greedy or sampled; drafts are checked against the same distribution).
-        generator: one ``torch.Generator``, a list of one per row (row ``i`` draws from generator ``i``), or None.
+        sampling: how tokens are chosen (greedy or sampled).
+        noise: the call's position-keyed sampling noise (None when greedy).
         window: draft tokens verified per forward pass (>= 1).
         static: the cache is a ``StaticCache`` (fixed-size windows and masks; eager or sdpa attention).
         window_fn: :func:`~emu3_hf.generation.engine.decode_window`, or its compiled form.
@@ -70,7 +75,7 @@ class JacobiDecoder:
         ids: SpecialIds,
         grammar: VisionGrammar,
         sampling: SamplingConfig,
-        generator: Generators,
+        noise: PositionNoise | None,
         window: int,
         static: bool = False,
         window_fn: Callable = decode_window,
@@ -89,9 +94,8 @@ class JacobiDecoder:
                 "(transformers >= 5.24); use cache_implementation='dynamic' (and compile_decode=False)."
             )
         self.decoder, self.head = model.base_model, model.get_output_embeddings()
-        self.ids, self.grammar, self.sampling, self.generator = ids, grammar, sampling, generator
+        self.ids, self.grammar, self.sampling, self.noise = ids, grammar, sampling, noise
         self.window, self.static, self.window_fn = window, static, window_fn
-        self.greedy = not sampling.do_sample
 
     @property
     def cache_room(self) -> int:
@@ -114,23 +118,19 @@ class JacobiDecoder:
         halves = hidden.shape[0] // batch
         prompt_len = key_mask.shape[1] - last
         device = hidden.device
-        # Drafts to start from: code 0 with a one-hot q (a deterministic draft is a valid draft); forced ids as given.
+        # Drafts to start from: code 0; forced ids as given.
         tokens = torch.where(g.forced == SAMPLE, ids.visual_offset, g.forced)  # (B, N)
         if self.static:  # fixed windows read up to `window` ids past the schedule: pad ids, never used
             tokens = torch.cat([tokens, tokens.new_full((batch, window), ids.pad)], dim=1)
             full_mask = self._static_mask_source(key_mask)
-        q = None
-        if not self.greedy:  # ring buffer: the draft distribution of step t lives in slot t % window
-            q = torch.zeros(batch, window, ids.codebook_size, device=device)
-            q[..., 0] = 1.0
         accepted = torch.zeros(batch, dtype=torch.long, device=device)  # row b has settled steps [0, a_b)
         scale, fired = guidance_scale, -1
         # Invariant between passes: the cache holds steps [0, c) and every row has settled step c; after a pass it
         # holds [0, fed).
         c, end, fed, window_hidden = -1, 0, 0, hidden[:, None]  # first "pass": the prefill gives p for step 0
         while True:
-            dist = self._distributions(window_hidden, scale, batch)  # (B, n, K) for steps c+1 .. end
-            accepted = self._verify(tokens, accepted, dist, q, c, end)
+            picks = self._picks(window_hidden, scale, batch, c, end)  # (B, n) codes for steps c+1 .. end
+            accepted = self._verify(tokens, accepted, picks, c, end)
             settled = int(accepted.min())  # the one host read per forward pass
             next_c = min(settled - 1, end)
             if settled > last:  # every sampled step is settled; the rest is forced
@@ -142,24 +142,24 @@ class JacobiDecoder:
                     fired = step
                     progress = RowProgress(step=step, rows_done=g.rows_done[step], total_rows=g.total_rows,
                                            generated_ids=tokens[:, : step + 1], grammar=g, guidance_scale=scale)
-                    update = _as_update(callback(progress))
+                    update = as_row_update(callback(progress))
                     if update.stop:
                         return tokens[:, : step + 1].clone()
                     discard = False
                     if update.guidance_scale is not None:
-                        new_scale = _checked_scale(update.guidance_scale, halves)
+                        new_scale = checked_guidance_scale(update.guidance_scale, halves)
                         discard, scale = new_scale != scale, new_scale
                     if update.codes is not None:
-                        first = _write_codes(g, tokens, step + 1, update.codes)
+                        first = write_codes(g, tokens, step + 1, update.codes)
                         if first is not None:  # ids from `first` on changed: their keys/values go
                             discard, next_c = True, min(next_c, first)
-                    if discard:  # what was accepted after this row came from the old codes / guidance
+                    if discard:  # what was settled after this row came from the old codes / guidance
                         accepted = accepted.clamp(max=step + 1)
                         settled, next_c = step + 1, min(next_c, step)
                         break
             if settled > last:
                 return tokens[:, : g.num_steps].clone()
-            self._redraft(tokens, accepted, dist, q, c, end, next_c)
+            self._redraft(tokens, accepted, picks, c, end, next_c)
             if fed > next_c:
                 cache.crop(-(fed - next_c))  # negative = how many tokens to remove (transformers >= 5.18)
             c, end = next_c, min(next_c + window, last)
@@ -187,66 +187,42 @@ class JacobiDecoder:
         future = slots > first_slot + torch.arange(self.window, device=padding.device)[:, None]  # (window, S)
         return padding.masked_fill(future, torch.finfo(padding.dtype).min)
 
-    def _distributions(self, hidden: torch.Tensor, scale: float, batch: int) -> torch.Tensor:
-        """(B2, n, D) hidden states -> (B, n, K): guided scores when greedy, else the sampling distribution."""
+    def _picks(self, hidden: torch.Tensor, scale: float, batch: int, c: int, end: int) -> torch.Tensor:
+        """(B2, n, D) hidden states of steps c+1 .. end -> (B, n) the code sequential decoding picks at each step
+        given the tokens before it (argmax, or the exponential race with the position-keyed noise)."""
         logits = visual_logits(hidden, self.head, self.ids)  # (B2, n, K)
         scores = guided_scores(logits if scale != 1.0 else logits[:batch], scale)  # (B, n, K)
-        return scores if self.greedy else sampling_probs(scores, self.sampling)
+        steps = torch.arange(c + 1, end + 1, device=hidden.device)  # (n,)
+        return pick_tokens(scores, self.sampling, self.noise, steps)
 
-    def _noise(self, columns: int, device: torch.device) -> torch.Tensor:
-        """(B, columns) ~ Exp(1) from the caller's generator(s); clamped so a race never divides by zero."""
-        noise = exponential_noise((self.grammar.batch_size, columns), torch.float32, device, self.generator)
-        return noise.clamp_min_(torch.finfo(noise.dtype).tiny)
-
-    def _verify(self, tokens, accepted, dist, q, c: int, end: int) -> torch.Tensor:
-        """Check the drafts of steps c+1 .. end in ``tokens`` (B, N) against ``dist`` (B, n, K); write the
-        replacement of each row's first rejected draft; return the new settled counts (B,)."""
-        n, size, offset = end - c, self.ids.codebook_size, self.ids.visual_offset
+    def _verify(self, tokens, accepted, picks, c: int, end: int) -> torch.Tensor:
+        """Check the drafts of steps c+1 .. end in ``tokens`` (B, N) against ``picks`` (B, n); write each row's
+        first wrong draft's pick (right: the steps before it are settled); return the new settled counts (B,)."""
+        n, offset = end - c, self.ids.visual_offset
         steps = torch.arange(c + 1, end + 1, device=tokens.device)  # (n,)
         drafts = tokens[:, c + 1 : end + 1]  # (B, n)
         checked = (self.grammar.forced[:, c + 1 : end + 1] == SAMPLE) & (steps >= accepted[:, None])
-        codes = (drafts - offset).clamp(0, size - 1)[..., None]  # (B, n, 1); unchecked positions are never read
-        if self.greedy:
-            best = dist.argmax(-1)  # (B, n)
-            ok = ~checked | (codes[..., 0] == best)
-        else:
-            drafted = q[:, steps % self.window]  # (B, n, K) the distributions the drafts were drawn from
-            noise = self._noise(n + size, tokens.device)
-            uniform = torch.exp(-noise[:, :n])  # Exp(1) -> U(0, 1)
-            ok = ~checked | (uniform * drafted.gather(-1, codes)[..., 0] < dist.gather(-1, codes)[..., 0])
+        ok = ~checked | (drafts - offset == picks)
         kept = ok.long().cumprod(-1).sum(-1)  # (B,) leading drafts kept
         rejected = kept < n
-        at = kept.clamp(max=n - 1)  # (B,) the first rejected position, where there is one
-        rows = torch.arange(tokens.shape[0], device=tokens.device)
-        if self.greedy:
-            fix = best[rows, at]
-        else:
-            residual = (dist[rows, at] - drafted[rows, at]).clamp_min(0)  # (B, K)
-            # p <= q everywhere only when p == q, where rejection has probability 0 (rounding): draw from p then
-            residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, dist[rows, at])
-            fix = (residual / noise[:, n:]).argmax(-1)  # exponential race: a draw proportional to the residual
-        where = (c + 1 + at)[:, None]
-        tokens.scatter_(1, where, torch.where(rejected[:, None], fix[:, None] + offset, tokens.gather(1, where)))
+        at = kept.clamp(max=n - 1)[:, None]  # (B, 1) the first wrong position, where there is one
+        where = c + 1 + at
+        fix = torch.where(rejected[:, None], picks.gather(1, at) + offset, tokens.gather(1, where))
+        tokens.scatter_(1, where, fix)
         return torch.maximum(accepted, c + 1 + kept + rejected.long())
 
-    def _redraft(self, tokens, accepted, dist, q, c: int, end: int, next_c: int) -> None:
-        """Draw new drafts for the unsettled sampled steps of the next window, next_c+1 .. next_c+window: from this
-        pass's p_t where it was computed (t <= end), else from the last one, p_end; record them as q."""
+    def _redraft(self, tokens, accepted, picks, c: int, end: int, next_c: int) -> None:
+        """New drafts for the unsettled sampled steps of the next window, next_c+1 .. next_c+window: this pass's
+        pick where one was computed (t <= end), else the last pick (drafting from the token above measured worse on
+        the embedded model, BENCHMARKS.md)."""
         high = min(next_c + self.window, self.grammar.feed_until)
         if high <= next_c:
             return
         steps = torch.arange(next_c + 1, high + 1, device=tokens.device)  # (R,)
-        source = dist[:, steps.clamp(max=end) - (c + 1)]  # (B, R, K)
         fresh = (self.grammar.forced[:, next_c + 1 : high + 1] == SAMPLE) & (steps >= accepted[:, None])
-        if self.greedy:
-            drafts = source.argmax(-1)
-        else:
-            noise = self._noise(steps.numel() * self.ids.codebook_size, tokens.device).view_as(source)
-            drafts = (source / noise).argmax(-1)  # (B, R) one draw from each source distribution
-            slots = steps % self.window
-            q[:, slots] = torch.where(fresh[..., None], source, q[:, slots])
+        drafts = picks[:, steps.clamp(max=end) - (c + 1)] + self.ids.visual_offset  # (B, R)
         span = tokens[:, next_c + 1 : high + 1]
-        span.copy_(torch.where(fresh, drafts + self.ids.visual_offset, span))
+        span.copy_(torch.where(fresh, drafts, span))
 
 
 __all__ = ["JacobiDecoder"]

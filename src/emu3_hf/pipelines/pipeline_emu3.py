@@ -481,6 +481,7 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         cache_implementation: str | None = None,
         compile_decode: bool | None = None,
         parallel_decoding: str | None = None,
+        parallel_window: int | None = None,
     ) -> Emu3PipelineOutput | tuple:
         r"""Generate images from text.
 
@@ -508,11 +509,12 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
                 ``PipelineCallback`` / ``MultiPipelineCallbacks`` objects bring their own ``tensor_inputs``.
             prompt_ids, prompt_attention_mask, negative_prompt_ids, negative_prompt_attention_mask: left-padded
                 ids instead of text (then ``height``/``width`` are required).
-            cache_implementation, compile_decode, parallel_decoding: how the engine decodes
+            cache_implementation, compile_decode, parallel_decoding, parallel_window: how the engine decodes
                 (:func:`~emu3_hf.generation.generate_image_tokens`): "dynamic" or "static" KV cache; the decode step
-                under ``torch.compile`` (CUDA graphs on a GPU); ``"jacobi"`` = lossless speculative Jacobi decoding
-                (several tokens per forward pass). None picks the device default: compiled static-cache decoding on
-                CUDA, eager dynamic-cache decoding elsewhere.
+                under ``torch.compile`` (CUDA graphs on a GPU); ``"jacobi"`` = exact Jacobi decoding (up to
+                ``parallel_window`` tokens per forward pass, the same tokens as sequential decoding for the same
+                generator). None picks the device default: compiled static-cache decoding on CUDA, eager
+                dynamic-cache decoding elsewhere; the engine's default window.
 
         Returns:
             :class:`Emu3PipelineOutput` with ``images``, ``codes`` (B, h, w) and ``image_sizes`` (B, 2).
@@ -527,7 +529,7 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
         # 1. Check inputs
         guidance_scale, do_sample = self._sampling(guidance_scale, do_sample)
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding)
+        resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding, parallel_window)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_images_per_prompt,
                           output_type, tensor_inputs, prompt_ids, negative_prompt_ids, temperature=temperature,
                           top_p=top_p)  # fmt: skip
@@ -552,7 +554,7 @@ class Emu3Pipeline(Emu3LoraLoaderMixin, DiffusionPipeline):
             do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
             callback_on_step_end=callback_on_step_end, tensor_inputs=tensor_inputs,
             decoding=dict(cache_implementation=cache_implementation, compile_decode=compile_decode,
-                          parallel_decoding=parallel_decoding),
+                          parallel_decoding=parallel_decoding, parallel_window=parallel_window),
         )  # fmt: skip
         codes = result.codes.cpu()  # (B, h, w)
 

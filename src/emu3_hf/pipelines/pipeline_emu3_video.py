@@ -91,6 +91,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         cache_implementation: str | None = None,
         compile_decode: bool | None = None,
         parallel_decoding: str | None = None,
+        parallel_window: int | None = None,
     ) -> Emu3VideoPipelineOutput | tuple:
         r"""Generate a video from text, or continue ``video``.
 
@@ -122,7 +123,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         if continuing and height is not None:
             raise ValueError("The frame size of a continuation is the given video's: drop `height`/`width`.")
         tensor_inputs = callback_tensor_inputs(callback_on_step_end, callback_on_step_end_tensor_inputs)
-        resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding)
+        resolve_decoding(self._execution_device, cache_implementation, compile_decode, parallel_decoding, parallel_window)
         self.check_inputs(prompt, negative_prompt, height, width, ratio, guidance_scale, num_videos_per_prompt,
                           output_type, tensor_inputs, None, None, empty_prompt_ok=continuing,
                           temperature=temperature, top_p=top_p)  # fmt: skip
@@ -159,7 +160,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
             generator=generator, do_sample=do_sample, top_k=top_k, top_p=top_p, temperature=temperature,
             callback_on_step_end=callback_on_step_end, tensor_inputs=tensor_inputs,
             decoding=dict(cache_implementation=cache_implementation, compile_decode=compile_decode,
-                          parallel_decoding=parallel_decoding),
+                          parallel_decoding=parallel_decoding, parallel_window=parallel_window),
         )  # fmt: skip
         new = result.codes.cpu()  # (B, T_new, h, w)
         if new.dim() == 3:
