@@ -37,6 +37,7 @@ def test_export_space_writes_a_space_folder(tmp_path):
 def test_export_space_of_the_embedded_model_loads_it_by_default(tmp_path):
     app = (export_space(tmp_path / "space") / "app.py").read_text()
     assert "build_demo(None)" in app  # the model inside the installed package, no download
+    compile(app, "app.py", "exec")
 
 
 @pytest.mark.parametrize("model, error, match", [

@@ -139,7 +139,7 @@ def build_demo(model: str | os.PathLike | None = None, device: str | None = None
             prompt = gr.Textbox(label="Prompt", value=image_examples[0] if embedded else "", elem_id="t2i-prompt")
             seed = gr.Number(label="Seed", value=0, precision=0)
             button = gr.Button("Generate", variant="primary", elem_id="t2i-run")
-            picture = gr.Image(label="Image", type="pil", format="png", elem_id="t2i-image")
+            picture = gr.Image(label="Image", type="pil", format="png", height=320, elem_id="t2i-image")
             button.click(generate, [prompt, seed], picture, api_name="generate")
             if embedded:
                 gr.Examples([[p] for p in image_examples], [prompt], api_visibility="private")
@@ -155,7 +155,7 @@ def build_demo(model: str | os.PathLike | None = None, device: str | None = None
             clip_prompt = gr.Textbox(label="Prompt", value=video_examples[0] if embedded else "", elem_id="vid-prompt")
             clip_seed = gr.Number(label="Seed", value=0, precision=0)
             film = gr.Button("Generate video", variant="primary", elem_id="vid-run")
-            clip = gr.Image(label="Video (GIF)", type="filepath", elem_id="vid-clip")
+            clip = gr.Image(label="Video (GIF)", type="filepath", height=320, elem_id="vid-clip")
             film.click(video, [clip_prompt, clip_seed], clip, api_name="video")
             if embedded:
                 gr.Examples([[p] for p in video_examples], [clip_prompt], api_visibility="private")
