@@ -67,6 +67,12 @@ def test_cli_refuses_bad_arguments_before_loading(tmp_path, capsys, argv, messag
     assert message in capsys.readouterr().err
 
 
+def test_cli_exports_a_space(tmp_path, capsys):
+    assert emu3_main(["demo", "--export-space", str(tmp_path / "space"), "--model", "me/emu3-cats"]) == 0
+    assert "build_demo('me/emu3-cats')" in (tmp_path / "space" / "app.py").read_text()
+    assert "push the folder as a Gradio Space" in capsys.readouterr().out
+
+
 def test_examples_follow_the_tiny_world_grammar(tmp_path):
     images, videos = example_prompts()
     assert len(images) == len(set(images)) == 4 and len(videos) == len(set(videos)) == 4
