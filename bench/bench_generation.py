@@ -114,11 +114,11 @@ def step_anatomy(lm, batch: int, context: int = 150, steps: int = 40) -> dict[st
 
     def decoder_ms(rows: int) -> float:
         cache = DynamicCache(config=lm.config)
-        lm.model(torch.randint(0, 1000, (rows, context)), past_key_values=cache, use_cache=True)
+        lm.model(torch.randint(0, 1000, (rows, context)), cache=cache, use_cache=True)
         token = torch.randint(0, 1000, (rows, 1))
         start = time.perf_counter()
         for i in range(steps):
-            lm.model(token, position_ids=torch.full((rows, 1), context + i), past_key_values=cache, use_cache=True)
+            lm.model(token, position_ids=torch.full((rows, 1), context + i), cache=cache, use_cache=True)
         return (time.perf_counter() - start) / steps * 1e3
 
     def head_ms(rows: int, vocab_rows: slice) -> float:

@@ -90,6 +90,7 @@ def test_pipeline_card_metadata(folders, tmp_path, pipeline, task):
     code = usage_code(card)
     assert f'{pipeline}.from_pretrained("me/emu3-tiny")' in code
     compile(code, "<card>", "exec")
+    assert 'download_pipeline("me/emu3-tiny")' in card.text and "DiffusionPipeline.from_pretrained" in card.text
 
 
 def test_fine_tuned_pipeline_names_its_base(folders, tmp_path):

@@ -102,6 +102,14 @@ pipe = Emu3Pipeline.from_pretrained("org/emu3-tiny-pipeline")
 tensors["from_pretrained.codes"] = baai_recipe(pipe)
 results["from_pretrained.class"] = type(pipe).__name__
 
+# diffusers' generic loader, as the pipeline cards describe it: emu3-hf's pipelines imported, a downloaded copy
+import emu3_hf.pipelines
+from diffusers import DiffusionPipeline
+from emu3_hf.hub import download_pipeline
+pipe = DiffusionPipeline.from_pretrained(download_pipeline("org/emu3-tiny-pipeline"))
+tensors["diffusers.codes"] = baai_recipe(pipe)
+results["diffusers.class"] = type(pipe).__name__
+
 for repo_id, code in spec["snippets"].items():
     workdir = Path(spec["workdir"]) / repo_id.replace("/", "--")
     workdir.mkdir(parents=True)
@@ -233,6 +241,12 @@ def test_pipeline_from_pretrained_by_repo_id(published, ref):
     if not results["has_download_hook"]:  # documents why Emu3Pipeline.download must delegate to download_pipeline
         assert "is not a module in 'diffusers/pipelines'" in results["without_hook"]
     assert torch.equal(tensors["from_pretrained.codes"], ref["imggen.codes"][None])
+
+
+def test_diffusers_generic_loader_on_a_downloaded_repo(published, ref):
+    *_, results, tensors = published
+    assert results["diffusers.class"] == "Emu3Pipeline"
+    assert torch.equal(tensors["diffusers.codes"], ref["imggen.codes"][None])
 
 
 @pytest.mark.parametrize("repo_id", sorted(PUSHED))

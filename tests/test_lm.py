@@ -79,9 +79,9 @@ def test_incremental_decoding_equals_full_forward(lm, ref):
     with torch.no_grad():
         full = lm(ids).logits
         out = lm(ids[:, :8], use_cache=True)
-        steps, cache = [out.logits], out.past_key_values
+        steps, cache = [out.logits], getattr(out, OUTPUT_CACHE_FIELD)  # the installed release's names
         for t in range(8, ids.shape[1]):
-            out = lm(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            out = lm(ids[:, t : t + 1], use_cache=True, **{OUTPUT_CACHE_FIELD: cache})
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
 

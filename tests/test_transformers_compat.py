@@ -13,6 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from emu3_hf import Emu3LMForCausalLM
+from emu3_hf.modeling.transformers_compat import OUTPUT_CACHE_FIELD
 
 BACKENDS = ["eager", "sdpa"]
 
@@ -38,13 +39,39 @@ def test_generate_step_logits_equal_one_full_forward(lm, ref, gen, cache):
     assert torch.equal(out.sequences, ref[f"lm.{gen}.output_ids"][:, : ids.shape[1] + 12])
 
 
+SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2)
+
+
+def _tiny_pair():
+    """Our LM and transformers' Llama at the same tiny size: the peer whose conventions ours must follow."""
+    from emu3_hf import Emu3LMConfig
+
+    ours = Emu3LMForCausalLM(Emu3LMConfig(**SMALL, pad_token_id=0, bos_token_id=1, eos_token_id=2, img_token_id=3,
+                                          boi_token_id=4, eoi_token_id=5, eol_token_id=6, eof_token_id=7)).eval()
+    return ours, LlamaForCausalLM(LlamaConfig(**SMALL)).eval()
+
+
+def _deprecations(call) -> list[str]:
+    """The FutureWarning/DeprecationWarning messages `call()` raises, with the class name blanked out."""
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        call()
+    return [
+        str(w.message).replace("Emu3LMForCausalLM", "MODEL").replace("LlamaForCausalLM", "MODEL")
+        for w in caught
+        if issubclass(w.category, (FutureWarning, DeprecationWarning))
+    ]
+
+
 @pytest.mark.parametrize("name", ["cache", "past_key_values"])
 def test_forward_takes_the_cache_under_both_names(lm, ref, name):
     """`cache=` (transformers >= 5.24) and `past_key_values=` (older generate, older callers) are the same thing."""
     from transformers import DynamicCache
 
     ids = ref["lm.batch0.input_ids"]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the old name's deprecation is pinned below
         full = lm(ids).logits
         store = DynamicCache(config=lm.config)
         lm(ids[:, :-1], use_cache=True, **{name: store})
@@ -53,22 +80,39 @@ def test_forward_takes_the_cache_under_both_names(lm, ref, name):
     torch.testing.assert_close(last[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_both_cache_names_at_once_are_refused(lm, ref):
+@pytest.mark.parametrize("names", [("past_key_values",), ("cache",), ("cache", "past_key_values")])
+def test_old_cache_name_warns_exactly_as_transformers_llama_does(names):
+    """transformers' common test `test_bc_cache_name_forward`: the old keyword warns (or not) like Llama, word for
+    word, on whichever release is installed, and the cache it names is the one used."""
     from transformers import DynamicCache
 
+    if len(names) == 2 and OUTPUT_CACHE_FIELD != "cache":
+        pytest.skip("before transformers 5.24 `cache` is not a transformers name; both at once are refused")
+    ours, llama = _tiny_pair()
+    ids = torch.tensor([[1, 9, 10, 11]])
+    seen = {}
+    for label, model in (("ours", ours), ("llama", llama)):
+        caches = {name: DynamicCache() for name in names}
+        seen[label] = _deprecations(lambda: model(ids, use_cache=True, **caches))
+        assert caches[names[0]].get_seq_length() == 4  # `cache` wins when both are given, like Llama
+    assert seen["ours"] == seen["llama"]
+    if OUTPUT_CACHE_FIELD == "cache":  # the renaming releases: the old name must be noticed
+        assert any("past_key_values" in m for m in seen["ours"]) == ("past_key_values" in names)
+
+
+def test_both_cache_names_at_once_before_the_rename_are_refused(lm, ref):
+    """Before transformers 5.24 (no deprecation machinery for `cache` there) two different caches are ambiguous."""
+    from transformers import DynamicCache
+
+    if OUTPUT_CACHE_FIELD == "cache":
+        pytest.skip("transformers >= 5.24: `cache` wins with a warning, as on Llama (test above)")
     with pytest.raises(ValueError, match="Pass only `cache`"):
         lm(ref["lm.batch0.input_ids"], cache=DynamicCache(), past_key_values=DynamicCache())
 
 
 def test_outputs_carry_the_cache_where_transformers_own_llama_does():
     """Our output exposes the same fields as the installed release's Llama (the field `generate` reads back)."""
-    small = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2)
-    from emu3_hf import Emu3LMConfig
-
-    ours = Emu3LMForCausalLM(Emu3LMConfig(**small, pad_token_id=0, bos_token_id=1, eos_token_id=2, img_token_id=3,
-                                          boi_token_id=4, eoi_token_id=5, eol_token_id=6, eof_token_id=7)).eval()
-    llama = LlamaForCausalLM(LlamaConfig(**small)).eval()
+    ours, llama = _tiny_pair()
     ids = torch.tensor([[1, 9, 10, 11]])
     with torch.no_grad():
         ours_out, llama_out = ours(ids, use_cache=True), llama(ids, use_cache=True)

@@ -103,7 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conversion_commands(commands)
     _add_train_command(commands)
     _add_tiny_world_commands(commands)
+    _add_demo_command(commands)
     return parser
+
+
+def _add_demo_command(commands) -> None:
+    demo = commands.add_parser("demo", help="try a model in the browser (Gradio; pip install 'emu3-hf[demo]')")
+    demo.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: the embedded model)")
+    demo.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    demo.add_argument("--export-space", type=Path, default=None, metavar="DIR",
+                      help="write app.py + requirements.txt + README.md for a Hugging Face Space instead of serving")
 
 
 def _add_tiny_world_commands(commands) -> None:

@@ -149,10 +149,10 @@ def _continue(args: argparse.Namespace) -> int:
 
 
 def _commands() -> dict:
-    from . import cli_convert, cli_tiny_world, cli_train
+    from . import cli_convert, cli_demo, cli_tiny_world, cli_train
 
     return {"generate": _generate, "caption": _caption, "video": _video, "continue": _continue, **cli_convert.COMMANDS,
-            **cli_train.COMMANDS, **cli_tiny_world.COMMANDS}
+            **cli_train.COMMANDS, **cli_tiny_world.COMMANDS, **cli_demo.COMMANDS}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -213,6 +213,12 @@ def pipeline_card(
     )  # fmt: skip
     components = [f"`{name}`: `{spec[1]}`" for name, spec in sorted(index.items()) if isinstance(spec, list)]
     details = [f"Pipeline `{class_name}` with components " + ", ".join(components) + "."]
+    details.append(
+        "diffusers' generic loader returns this class once emu3-hf's pipelines are imported: `import "
+        "emu3_hf.pipelines`, then `DiffusionPipeline.from_pretrained(folder)` on a downloaded copy "
+        f"(`emu3_hf.hub.download_pipeline({_quote(repo_id)})`); diffusers' own download refuses components "
+        "defined outside diffusers."
+    )
     for sub, read in (("model", _lm_details), ("vq_model", _vq_details)):
         if (Path(folder) / sub / "config.json").is_file():
             details += read(_read_json(Path(folder) / sub / "config.json"))

@@ -9,7 +9,8 @@ transformers 5.24 renamed the cache argument of its modules and may do so again.
 residual/embedding dropout (train mode only), BAAI's ``hidden_states`` tuple, and the special ids in the config.
 
 The KV cache is ``cache`` in every forward (transformers >= 5.24 spelling); ``past_key_values`` is accepted too,
-because older releases' ``generate`` passes that name. See :mod:`.transformers_compat`.
+because older releases' ``generate`` passes that name; on releases that renamed it, the old name warns as it does on
+transformers' own models (their ``deprecate_kwarg``). See :mod:`.transformers_compat`.
 
 This module imports only torch/transformers so it can be exported as Hub remote code.
 """
@@ -29,7 +30,14 @@ from transformers.models.llama.modeling_llama import LlamaMLP, LlamaRMSNorm, Lla
 
 from .configuration_emu3 import Emu3LMConfig
 from .loading import ClearLoadErrors, WholeFolderSaves
-from .transformers_compat import OUTPUT_CACHE_FIELD, causal_mask, keep_last_positions, resolve_cache_argument, with_cache_field
+from .transformers_compat import (
+    OUTPUT_CACHE_FIELD,
+    causal_mask,
+    deprecated_cache_keyword,
+    keep_last_positions,
+    resolve_cache_argument,
+    with_cache_field,
+)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -134,6 +142,7 @@ class Emu3Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
+    @deprecated_cache_keyword
     def forward(
         self,
         hidden_states: torch.Tensor,  # (B, L, D)
@@ -181,6 +190,7 @@ class Emu3DecoderLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.dropout = nn.Dropout(config.attention_dropout)
 
+    @deprecated_cache_keyword
     def forward(
         self,
         hidden_states: torch.Tensor,  # (B, L, D)
@@ -238,6 +248,7 @@ class Emu3LMModel(Emu3LMPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
+    @deprecated_cache_keyword
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,  # (B, L)
@@ -348,6 +359,7 @@ class Emu3LMForCausalLM(Emu3LMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    @deprecated_cache_keyword
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,

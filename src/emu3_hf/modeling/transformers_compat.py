@@ -3,7 +3,7 @@
 transformers 5.24 renamed the KV-cache argument of model forwards, of ``create_causal_mask`` and of the model
 outputs from ``past_key_values`` to ``cache`` (the old keyword is deprecated until 5.40). ``generate`` passes
 whichever name its release uses and reads the cache back from the output field of that release, so the model must
-(1) accept both keywords, (2) call the masking utility with the keyword the installed release expects, and (3) put
+(1) accept both keywords, warning on the old one exactly when the release's own models do, (2) call the masking utility with the keyword the installed release expects, and (3) put
 the cache into the output field the installed release defines. Each choice is made once, at import, from the
 installed objects' own signatures and fields (no version-string parsing), and tests/test_transformers_compat.py
 pins the behaviour on the installed release.
@@ -30,6 +30,7 @@ from transformers import cache_utils
 from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 # The cache keyword of `create_causal_mask` in the installed release ("cache" from 5.24, "past_key_values" before).
 MASK_CACHE_KEYWORD = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
@@ -57,6 +58,20 @@ def resolve_cache_argument(cache: Cache | None, past_key_values: Cache | None) -
             "in 5.24). Pass only `cache`."
         )
     return cache if cache is not None else past_key_values
+
+
+def deprecated_cache_keyword(forward):
+    """Decorate a forward that takes ``cache`` so ``past_key_values=`` keeps working the way it does on the installed
+    release's own models.
+
+    From 5.24 (the release that renamed the argument) this is transformers' own ``deprecate_kwarg`` with the arguments
+    its Llama uses: the old name is renamed to ``cache`` with a ``FutureWarning`` until 5.40, and given together with
+    ``cache`` it is ignored with a warning. Before 5.24 ``generate`` itself passes ``past_key_values``, so there the
+    forward is left as it is and takes the old name silently (see :func:`resolve_cache_argument`).
+    """
+    if OUTPUT_CACHE_FIELD == "cache":
+        return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
+    return forward
 
 
 def causal_mask(
@@ -103,6 +118,7 @@ __all__ = [
     "MASK_CACHE_KEYWORD",
     "OUTPUT_CACHE_FIELD",
     "causal_mask",
+    "deprecated_cache_keyword",
     "enable_activation_checkpointing",
     "keep_last_positions",
     "resolve_cache_argument",

@@ -1,5 +1,8 @@
 """diffusers-style Emu3 pipelines built on the shared generation engine.
 
+Importing this module also makes diffusers' generic ``DiffusionPipeline.from_pretrained(folder)`` return them (see
+:mod:`.registration`).
+
 Example:
     ```python
     >>> from emu3_hf.pipelines import Emu3Pipeline
@@ -17,6 +20,9 @@ from .pipeline_emu3 import (
 )
 from .pipeline_emu3_chat import Emu3ChatPipeline, Emu3ChatPipelineOutput
 from .pipeline_emu3_video import Emu3VideoPipeline, Emu3VideoPipelineOutput
+from .registration import register_diffusers_pipelines
+
+register_diffusers_pipelines(Emu3Pipeline, Emu3VideoPipeline, Emu3ChatPipeline)
 
 __all__ = [
     "BAAI_GUIDANCE_SCALE",
@@ -29,4 +35,5 @@ __all__ = [
     "Emu3PipelineOutput",
     "Emu3VideoPipeline",
     "Emu3VideoPipelineOutput",
+    "register_diffusers_pipelines",
 ]
