@@ -87,6 +87,10 @@ def _save_video(frames, path: Path, fps: int) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from .pipelines import Emu3Pipeline
 
+    if args.job_source is not None:  # many prompts: emu3_hf.jobs
+        from .jobs.command import generate_command
+
+        return generate_command(args, lambda: _load_pipeline(args, Emu3Pipeline))
     pipe = _load_pipeline(args, Emu3Pipeline)
     out = pipe(args.prompt, num_images_per_prompt=args.num_images, **_size(args), **_sampling(args))
     for image, path in zip(out.images, _output_paths(args.output, len(out.images))):
@@ -100,6 +104,10 @@ def _caption(args: argparse.Namespace) -> int:
 
     from .pipelines import Emu3ChatPipeline
 
+    if args.job_source is not None:  # many images: emu3_hf.jobs
+        from .jobs.command import caption_command
+
+        return caption_command(args, lambda: _load_pipeline(args, Emu3ChatPipeline))
     if not args.image.is_file():
         raise ValueError(f"No image file at {args.image}.")
     image = Image.open(args.image).convert("RGB")
