@@ -104,10 +104,14 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 def process_state():
     """accelerate's ``PartialState``: this process's rank, the process count and device under ``accelerate launch``
-    or ``torchrun`` (one process otherwise)."""
+    or ``torchrun`` (one process otherwise). Launched on a machine without a GPU, the processes join over gloo on
+    the CPUs (accelerate does that only when told ``cpu=True``; else each process would run the whole job alone)."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    gpu = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return PartialState(cpu=launched and not gpu)
 
 
 __all__ = ["JobState", "STATE_DIR", "image_seed", "process_state", "write_json", "write_jsonl"]
