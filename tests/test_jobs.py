@@ -106,7 +106,8 @@ def test_batch_size_and_resume_point_change_no_image(pipe, prompts, tmp_path):
     assert (result.made, result.skipped) == (4, 1)
     assert metadata(tmp_path / "one") == metadata(tmp_path / "resumed")
     for line in metadata(tmp_path / "one"):
-        assert np.array_equal(pixels(tmp_path / "one" / line["file_name"]), pixels(tmp_path / "resumed" / line["file_name"]))
+        name = line["file_name"]
+        assert np.array_equal(pixels(tmp_path / "one" / name), pixels(tmp_path / "resumed" / name))
     assert generate_images(pipe, prompts, tmp_path / "one", batch_size=4, **run).made == 0
 
 
@@ -154,7 +155,8 @@ def test_bad_prompt_rows_name_the_line(tmp_path, line, match):
 
 def test_text_files_and_datasets_give_the_same_rows(tmp_path):
     (tmp_path / "p.txt").write_text("a red circle\n\n  a blue square \n")
-    assert [(r.index, r.prompt) for r in read_prompts(tmp_path / "p.txt")] == [(0, "a red circle"), (1, "a blue square")]
+    rows = read_prompts(tmp_path / "p.txt")
+    assert [(r.index, r.prompt) for r in rows] == [(0, "a red circle"), (1, "a blue square")]
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"caption": ["a red circle", "a blue square"]}).save_to_disk(tmp_path / "ds")
     assert [r.prompt for r in read_prompts(tmp_path / "ds")] == ["a red circle", "a blue square"]
@@ -173,7 +175,8 @@ def test_cli_prompts_job_equals_the_python_api(pipe, prompts, tmp_path, capsys):
     generate_images(pipe, prompts, tmp_path / "api", show_progress=False, seed=4, model=str(PIPELINE), **SAMPLING)
     assert metadata(tmp_path / "cli") == metadata(tmp_path / "api")
     for line in metadata(tmp_path / "api"):
-        assert np.array_equal(pixels(tmp_path / "cli" / line["file_name"]), pixels(tmp_path / "api" / line["file_name"]))
+        name = line["file_name"]
+        assert np.array_equal(pixels(tmp_path / "cli" / name), pixels(tmp_path / "api" / name))
     assert cli_main([*args[:-1], "-o", str(tmp_path / "cli"), "--top-k", "41"]) == 2  # refused, nothing mixed in
     assert "other settings" in capsys.readouterr().err
     for argv in (["generate", "a cat", "--prompts", str(prompts), "-o", "x"], ["generate", "-o", "x"],

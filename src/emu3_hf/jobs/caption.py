@@ -85,7 +85,8 @@ class CaptionJob:
         procs.wait_for_everyone()  # every process has listed the pending images before any record is written
         pipe.set_progress_bar_config(disable=True)
         with procs.split_between_processes(pending) as mine:
-            bar = tqdm(total=len(mine), unit="img", desc="captions", disable=not show_progress or not procs.is_main_process)
+            quiet = not show_progress or not procs.is_main_process
+            bar = tqdm(total=len(mine), unit="img", desc="captions", disable=quiet)
             for start in range(0, len(mine), batch_size):
                 batch = mine[start : start + batch_size]
                 question = self.settings["question"]
