@@ -223,3 +223,16 @@ def test_push_uploads_the_folder_as_a_dataset_repo(pipe, tmp_path, monkeypatch):
         assert files["metadata.jsonl"] == (out / "metadata.jsonl").read_bytes()
         assert b"task_categories:\n- text-to-image" in files["README.md"]
         assert any("/api/datasets/me/shapes/commit/" in path for _, path in hub.requests)
+
+
+def test_cli_caption_job_equals_the_python_api(pipe, tmp_path, capsys):
+    generate_images(pipe, ["a cat", "a dog"], tmp_path / "imgs", show_progress=False, height=6, width=8)
+    args = ["caption", "--images", str(tmp_path / "imgs"), "--model", str(PIPELINE), "--max-new-tokens", "4", "--quiet"]
+    assert cli_main([*args, "-o", str(tmp_path / "cli.jsonl"), "--batch-size", "2"]) == 0
+    assert "2 captions (0 already there)" in capsys.readouterr().out
+    chat = Emu3ChatPipeline.from_pretrained(PIPELINE)
+    caption_images(chat, tmp_path / "imgs", tmp_path / "api.jsonl", model=str(PIPELINE), max_new_tokens=4,
+                   batch_size=1, show_progress=False)  # fmt: skip
+    assert (tmp_path / "cli.jsonl").read_text() == (tmp_path / "api.jsonl").read_text()
+    assert cli_main([*args, "-o", str(tmp_path / "cli.txt")]) == 2
+    assert "must end in .jsonl" in capsys.readouterr().err
