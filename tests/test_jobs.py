@@ -236,3 +236,20 @@ def test_cli_caption_job_equals_the_python_api(pipe, tmp_path, capsys):
     assert (tmp_path / "cli.jsonl").read_text() == (tmp_path / "api.jsonl").read_text()
     assert cli_main([*args, "-o", str(tmp_path / "cli.txt")]) == 2
     assert "must end in .jsonl" in capsys.readouterr().err
+
+
+def test_caption_job_reads_a_datasets_image_column(pipe, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    generate_images(pipe, ["a cat", "a dog"], tmp_path / "imgs", show_progress=False, height=6, width=8)
+    images = [Image.open(tmp_path / "imgs" / f"00000{i}-0.png").convert("RGB") for i in range(2)]
+    ds = datasets.Dataset.from_dict({"picture": images}, features=datasets.Features({"picture": datasets.Image()}))
+    ds.save_to_disk(tmp_path / "ds")
+    chat = Emu3ChatPipeline.from_pretrained(PIPELINE)
+    chat.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match=r"no image column among \['image'\].*--column"):
+        caption_images(chat, tmp_path / "ds", tmp_path / "c.jsonl", show_progress=False)
+    caption_images(chat, tmp_path / "ds", tmp_path / "c.jsonl", column="picture", max_new_tokens=4, show_progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert [line["file_name"] for line in lines] == ["row-0", "row-1"]
+    for line, image in zip(lines, images):
+        assert line["text"] == chat("Describe the image.", images=image, max_new_tokens=4).text[0]
