@@ -253,3 +253,11 @@ def test_caption_job_reads_a_datasets_image_column(pipe, tmp_path):
     assert [line["file_name"] for line in lines] == ["row-0", "row-1"]
     for line, image in zip(lines, images):
         assert line["text"] == chat("Describe the image.", images=image, max_new_tokens=4).text[0]
+
+
+def test_a_size_the_vq_cannot_make_is_refused_before_any_image(pipe, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "height": 7, "width": 8}\n')
+    with pytest.raises(ValueError, match="Prompt row 1 .*height 7 and width 8 must be multiples of .* 2"):
+        generate_images(pipe, prompts, tmp_path / "out", show_progress=False)
+    assert not list((tmp_path / "out").glob("*.png"))

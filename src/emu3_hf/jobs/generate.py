@@ -147,9 +147,14 @@ class ImageJob:
         guidance = recommended["guidance_scale"] if s["guidance_scale"] is None else s["guidance_scale"]
         do_sample = recommended["do_sample"] if s["do_sample"] is None else s["do_sample"]
         out = []
+        sf = pipe.spatial_factor
         for row in self.rows:
             height, width = self._size(row, pipe)
-            negative = row.negative_prompt or s["negative_prompt"] or BAAI_NEGATIVE_PROMPT
+            if height % sf or width % sf:  # refused before any image is made, not in the middle of the job
+                raise ValueError(f"Prompt row {row.index} ({row.prompt!r}): height {height} and width {width} must be "
+                                 f"multiples of the VQ's spatial factor {sf} (pixels).")  # fmt: skip
+            negatives = (row.negative_prompt, s["negative_prompt"], BAAI_NEGATIVE_PROMPT)
+            negative = next(n for n in negatives if n is not None)
             for k in range(row.num_images or s["num_images"]):
                 seed = row.seed + k if row.seed is not None else image_seed(s["seed"], row.index, k)
                 out.append(dict(file_name=f"{row.index:06d}-{k}.png", text=row.prompt, row=row.index, image_index=k,
