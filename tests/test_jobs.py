@@ -261,3 +261,28 @@ def test_a_size_the_vq_cannot_make_is_refused_before_any_image(pipe, tmp_path):
     with pytest.raises(ValueError, match="Prompt row 1 .*height 7 and width 8 must be multiples of .* 2"):
         generate_images(pipe, prompts, tmp_path / "out", show_progress=False)
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_cli_video_job_clips_equal_each_prompt_alone(tmp_path, capsys):
+    from emu3_hf.pipelines import Emu3VideoPipeline
+    from emu3_hf.utils.video_export import export_to_gif, load_video
+
+    (tmp_path / "p.txt").write_text("a clip\na square moving right\n")
+    args = ["video", "--prompts", str(tmp_path / "p.txt"), "-o", str(tmp_path / "clips"), "--model", str(PIPELINE),
+            "--height", "8", "--width", "12", "--num-frames", "8", "--fps", "4", "--sample", "--top-k", "20",
+            "--guidance-scale", "1", "--quiet"]  # fmt: skip
+    assert cli_main(args) == 0
+    assert "2 videos (0 already there)" in capsys.readouterr().out
+    lines = metadata(tmp_path / "clips")
+    assert [(line["file_name"], line["num_frames"], line["fps"]) for line in lines] == [
+        ("000000-0.gif", 8, 4), ("000001-0.gif", 8, 4)]  # fmt: skip
+    pipe = Emu3VideoPipeline.from_pretrained(PIPELINE)
+    pipe.set_progress_bar_config(disable=True)
+    for line in lines:
+        alone = pipe(line["text"], num_frames=8, height=8, width=12, do_sample=True, top_k=20, guidance_scale=1.0,
+                     generator=torch.Generator().manual_seed(line["seed"])).frames[0]  # fmt: skip
+        export_to_gif(alone, tmp_path / "alone.gif", fps=4)
+        written, expected = load_video(tmp_path / "clips" / line["file_name"]), load_video(tmp_path / "alone.gif")
+        assert len(written) == 8
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(written, expected))
+    assert cli_main([*args, "--fps", "5"]) == 2  # other settings: refused

@@ -74,10 +74,10 @@ def _job_options(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
 
 def _check_job_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A single item or a job: exactly one of the positional input and the job flag."""
-    single = {"generate": "prompt", "caption": "image"}.get(args.command)
+    single = {"generate": "prompt", "video": "prompt", "caption": "image"}.get(args.command)
     if single is None:
         return
-    flag = "--prompts" if args.command == "generate" else "--images"
+    flag = "--images" if args.command == "caption" else "--prompts"
     if (getattr(args, single) is None) == (args.job_source is None):
         parser.error(f"{args.command}: give a {single} or {flag} SOURCE (exactly one).")
     if args.command == "caption" and args.job_source is not None and args.output is None:
@@ -113,8 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--max-new-tokens", type=int, default=64)
 
     vid = commands.add_parser("video", parents=[common], help="text-to-video generation")
-    vid.add_argument("prompt", help="the text prompt")
-    vid.add_argument("--output", "-o", required=True, type=Path, help="video file to write (.gif, or .mp4 with PyAV)")
+    vid.add_argument("prompt", nargs="?", default=None, help="the text prompt (or --prompts FILE)")
+    vid.add_argument("--output", "-o", required=True, type=Path,
+                     help="video file to write (.gif, or .mp4 with PyAV); with --prompts, the folder to fill")
+    _job_options(vid, "--prompts", "prompts as for `emu3 generate --prompts`: writes <row>-<k>.gif clips + "
+                 "metadata.jsonl to -o DIR; resumable; shards over processes")  # fmt: skip
     vid.add_argument("--num-frames", type=int, default=None, help="frames (a multiple of the VQ's temporal factor)")
     vid.add_argument("--fps", type=int, default=8)
     _size_options(vid)

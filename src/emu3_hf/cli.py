@@ -119,6 +119,10 @@ def _caption(args: argparse.Namespace) -> int:
 def _video(args: argparse.Namespace) -> int:
     from .pipelines import Emu3VideoPipeline
 
+    if args.job_source is not None:  # many prompts: emu3_hf.jobs
+        from .jobs.command import video_command
+
+        return video_command(args, lambda: _load_pipeline(args, Emu3VideoPipeline))
     pipe = _load_pipeline(args, Emu3VideoPipeline)
     out = pipe(args.prompt, num_frames=args.num_frames, **_size(args), **_sampling(args))
     _save_video(out.frames[0], args.output, args.fps)

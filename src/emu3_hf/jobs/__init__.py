@@ -14,7 +14,8 @@ from .generate import ImageJob, JobResult, METADATA, generate_images, image_sett
 from .hub import push_job_to_hub
 from .rows import ImageRow, PromptRow, read_images, read_prompts
 from .state import image_seed
+from .video import VideoJob, generate_videos, video_settings
 
-__all__ = ["CaptionJob", "ImageJob", "ImageRow", "JobResult", "METADATA", "PromptRow", "caption_images",
-           "caption_settings", "generate_images", "image_seed", "image_settings", "push_job_to_hub", "read_images",
-           "read_prompts"]
+__all__ = ["CaptionJob", "ImageJob", "ImageRow", "JobResult", "METADATA", "PromptRow", "VideoJob", "caption_images",
+           "caption_settings", "generate_images", "generate_videos", "image_seed", "image_settings", "push_job_to_hub",
+           "read_images", "read_prompts", "video_settings"]

@@ -18,6 +18,7 @@ from .caption import CaptionJob
 from .generate import ImageJob
 from .hub import push_job_to_hub
 from .state import process_state
+from .video import VideoJob
 
 
 def model_name(args: argparse.Namespace) -> str:
@@ -57,6 +58,23 @@ def generate_command(args: argparse.Namespace, load_pipeline: Callable[[], Any])
     return 0
 
 
+def video_command(args: argparse.Namespace, load_pipeline: Callable[[], Any]) -> int:
+    """Run ``emu3 video --prompts SOURCE -o DIR [...]`` (one clip per prompt, ``<row>-0.gif``)."""
+    job = VideoJob.plan(args.job_source, args.output, column=args.column, split=args.split, model=model_name(args),
+                        seed=0 if args.seed is None else args.seed, num_frames=args.num_frames, fps=args.fps,
+                        negative_prompt=args.negative_prompt, ratio=args.ratio, height=args.height, width=args.width,
+                        image_area=args.image_area, guidance_scale=args.guidance_scale, do_sample=args.do_sample,
+                        top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, dtype=args.dtype)  # fmt: skip
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    _device(args)
+    result = job.run(load_pipeline(), batch_size=args.batch_size, show_progress=not args.quiet,
+                     parallel_decoding=args.parallel_decoding, compile_decode=args.compile_decode)  # fmt: skip
+    if process_state().is_main_process:
+        print(f"{result.output}: {result.total} videos ({result.skipped} already there)")
+    return 0
+
+
 def caption_command(args: argparse.Namespace, load_pipeline: Callable[[], Any]) -> int:
     """Run ``emu3 caption --images SOURCE -o FILE.jsonl [...]``."""
     job = CaptionJob.plan(args.job_source, args.output, column=args.column, split=args.split, model=model_name(args),
@@ -70,4 +88,4 @@ def caption_command(args: argparse.Namespace, load_pipeline: Callable[[], Any]) 
     return 0
 
 
-__all__ = ["caption_command", "generate_command", "model_name"]
+__all__ = ["caption_command", "generate_command", "model_name", "video_command"]

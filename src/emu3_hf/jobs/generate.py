@@ -106,9 +106,19 @@ class ImageJob:
     output: Path
     settings: dict[str, Any]
     state: JobState = field(init=False)
+    SUFFIX = ".png"  # the outputs' file type
 
     def __post_init__(self) -> None:
         self.state = JobState(self.output / STATE_DIR)
+
+    @staticmethod
+    def make_settings(**settings: Any) -> dict[str, Any]:
+        """The job's checked settings (:func:`image_settings`)."""
+        return image_settings(**settings)
+
+    def output_fields(self) -> dict[str, Any]:
+        """Settings of the job's kind that each metadata line also records (none for images)."""
+        return {}
 
     @classmethod
     def plan(cls, prompts: str | os.PathLike | list[str], output_dir: str | os.PathLike, *, column: str | None = None,
@@ -124,7 +134,7 @@ class ImageJob:
         output = Path(output_dir)
         if output.exists() and not output.is_dir():
             raise ValueError(f"The output {output} is a file; a generation job writes a folder (-o DIR).")
-        job = cls(rows, output, image_settings(**settings))
+        job = cls(rows, output, cls.make_settings(**settings))
         job.state.check_settings(job.settings, write=False, place=str(output))
         return job
 
@@ -157,11 +167,12 @@ class ImageJob:
             negative = next(n for n in negatives if n is not None)
             for k in range(row.num_images or s["num_images"]):
                 seed = row.seed + k if row.seed is not None else image_seed(s["seed"], row.index, k)
-                out.append(dict(file_name=f"{row.index:06d}-{k}.png", text=row.prompt, row=row.index, image_index=k,
+                name = f"{row.index:06d}-{k}{self.SUFFIX}"
+                out.append(dict(file_name=name, text=row.prompt, row=row.index, image_index=k,
                                 seed=seed, height=height, width=width, guidance_scale=guidance,
                                 negative_prompt=negative if guidance != 1.0 else None, do_sample=do_sample,
                                 top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"],
-                                model=s["model"], dtype=s["dtype"]))  # fmt: skip
+                                model=s["model"], dtype=s["dtype"], **self.output_fields()))  # fmt: skip
         return out
 
     def _pending(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -214,24 +225,23 @@ class ImageJob:
     def _generate(self, pipe, group: list[dict[str, Any]], decoding: dict[str, Any]) -> None:
         first = group[0]
         negatives = [r["negative_prompt"] or "" for r in group] if first["guidance_scale"] != 1.0 else None
-        images = pipe(
-            [r["text"] for r in group],
-            negative_prompt=negatives,
-            height=first["height"],
-            width=first["width"],
-            guidance_scale=first["guidance_scale"],
-            do_sample=first["do_sample"],
-            top_k=first["top_k"],
-            top_p=first["top_p"],
-            temperature=first["temperature"],
-            generator=[torch.Generator("cpu").manual_seed(r["seed"]) for r in group],
-            **decoding,
-        ).images
-        for record, image in zip(group, images):
-            with atomic_file(self.output / record["file_name"]) as tmp:
-                image.save(tmp, format="PNG")
+        outputs = self.call(pipe, [r["text"] for r in group], dict(
+            negative_prompt=negatives, height=first["height"], width=first["width"],
+            guidance_scale=first["guidance_scale"], do_sample=first["do_sample"], top_k=first["top_k"],
+            top_p=first["top_p"], temperature=first["temperature"],
+            generator=[torch.Generator("cpu").manual_seed(r["seed"]) for r in group], **decoding))  # fmt: skip
+        for record, output in zip(group, outputs):
+            self.save(output, self.output / record["file_name"])
             self.state.finish(Path(record["file_name"]).stem, record)
 
+    def call(self, pipe, prompts: list[str], kwargs: dict[str, Any]) -> list:
+        """One pipeline call for a group of outputs of one size; one output per prompt."""
+        return pipe(prompts, **kwargs).images
+
+    def save(self, image, path: Path) -> None:
+        """Write one output atomically."""
+        with atomic_file(path) as tmp:
+            image.save(tmp, format="PNG")
 
 def generate_images(
     pipe,
