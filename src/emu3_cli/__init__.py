@@ -66,6 +66,26 @@ def _size_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=None, help="width in pixels (multiple of the VQ factor)")
 
 
+def _job_options(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    jobs = parser.add_argument_group("batch jobs (emu3_hf.jobs)")
+    jobs.add_argument(flag, dest="job_source", default=None, metavar="SOURCE", help=help)
+    jobs.add_argument("--batch-size", type=int, default=8, help="with %s: items per model call" % flag)
+    jobs.add_argument("--column", default=None, help="with a dataset %s: the column to read" % flag)
+    jobs.add_argument("--split", default="train", help="with a dataset %s: the split to read" % flag)
+
+
+def _check_job_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A single item or a job: exactly one of the positional input and the job flag."""
+    single = {"generate": "prompt", "video": "prompt", "caption": "image"}.get(args.command)
+    if single is None:
+        return
+    flag = "--images" if args.command == "caption" else "--prompts"
+    if (getattr(args, single) is None) == (args.job_source is None):
+        parser.error(f"{args.command}: give a {single} or {flag} SOURCE (exactly one).")
+    if args.command == "caption" and args.job_source is not None and args.output is None:
+        parser.error("caption --images: give -o FILE.jsonl, where the captions go.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``emu3`` command line (standard library only)."""
     parser = argparse.ArgumentParser(prog="emu3", description="BAAI's Emu3 with Hugging Face tooling.")
@@ -73,21 +93,33 @@ def build_parser() -> argparse.ArgumentParser:
     common = _model_options()
 
     gen = commands.add_parser("generate", parents=[common], help="text-to-image generation")
-    gen.add_argument("prompt", help="the text prompt")
+    gen.add_argument("prompt", nargs="?", default=None, help="the text prompt (or --prompts FILE)")
     gen.add_argument("--output", "-o", required=True, type=Path,
-                     help="image file to write (with --num-images N > 1: NAME-0.png ... NAME-(N-1).png)")
-    gen.add_argument("--num-images", type=int, default=1, help="images to generate")
+                     help="image file to write (with --num-images N > 1: NAME-0.png ... NAME-(N-1).png); "
+                          "with --prompts, the dataset folder to fill")  # fmt: skip
+    gen.add_argument("--num-images", type=int, default=1, help="images to generate (with --prompts: per prompt)")
     _size_options(gen)
     _sampling_options(gen)
+    _job_options(gen, "--prompts", "a .txt (one prompt a line) or .jsonl file (prompt, negative_prompt, seed, ratio "
+                 "or height/width, num_images per line), or a datasets folder / Hub dataset id with a text column: "
+                 "writes images + metadata.jsonl (datasets imagefolder) to -o DIR; resumable; shards over the "
+                 "processes of accelerate launch / torchrun")  # fmt: skip
+    gen.add_argument("--push-to-hub", default=None, metavar="REPO", help="with --prompts: upload DIR as a dataset repo")
 
     cap = commands.add_parser("caption", parents=[common], help="describe an image (image understanding)")
-    cap.add_argument("image", type=Path, help="image file")
+    cap.add_argument("image", type=Path, nargs="?", default=None, help="image file (or --images DIR)")
+    _job_options(cap, "--images", "a folder of images or a datasets folder / Hub dataset id with an image column: "
+                 "writes one JSON line per image (file_name, text) to -o FILE.jsonl; resumable; shards over processes")
+    cap.add_argument("--output", "-o", type=Path, default=None, help="with --images: the .jsonl file to write")
     cap.add_argument("--question", default="Describe the image.", help="what to ask about the image")
     cap.add_argument("--max-new-tokens", type=int, default=64)
 
     vid = commands.add_parser("video", parents=[common], help="text-to-video generation")
-    vid.add_argument("prompt", help="the text prompt")
-    vid.add_argument("--output", "-o", required=True, type=Path, help="video file to write (.gif, or .mp4 with PyAV)")
+    vid.add_argument("prompt", nargs="?", default=None, help="the text prompt (or --prompts FILE)")
+    vid.add_argument("--output", "-o", required=True, type=Path,
+                     help="video file to write (.gif, or .mp4 with PyAV); with --prompts, the folder to fill")
+    _job_options(vid, "--prompts", "prompts as for `emu3 generate --prompts`: writes <row>-<k>.gif clips + "
+                 "metadata.jsonl to -o DIR; resumable; shards over processes")  # fmt: skip
     vid.add_argument("--num-frames", type=int, default=None, help="frames (a multiple of the VQ's temporal factor)")
     vid.add_argument("--fps", type=int, default=8)
     _size_options(vid)
@@ -287,7 +319,9 @@ def _add_train_command(commands) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emu3`` command; returns the exit status (2 for bad arguments)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_job_arguments(parser, args)
     from emu3_hf.cli import run  # torch, transformers and the model code load only now
 
     return run(args)

@@ -93,6 +93,10 @@ def _generate(args: argparse.Namespace) -> int:
     from .pipelines import Emu3Pipeline
 
     device = check_model_args(args)
+    if args.job_source is not None:  # many prompts: emu3_hf.jobs
+        from .jobs.command import generate_command
+
+        return generate_command(args, lambda: _load_pipeline(args, Emu3Pipeline, device))
     check_generation_args(args, device)
     for path in _output_paths(args.output, args.num_images):
         check_output_file(path)
@@ -114,6 +118,10 @@ def _caption(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}.")
     if not args.question.strip():
         raise ValueError("--question is empty: ask something about the image (default 'Describe the image.').")
+    if args.job_source is not None:  # many images: emu3_hf.jobs
+        from .jobs.command import caption_command
+
+        return caption_command(args, lambda: _load_pipeline(args, Emu3ChatPipeline, device))
     image = load_image(args.image)  # decoded now: a bad file is named before the model loads
     pipe = _load_pipeline(args, Emu3ChatPipeline, device)
     print(pipe(args.question, images=image, max_new_tokens=args.max_new_tokens).text[0])
@@ -124,6 +132,10 @@ def _video(args: argparse.Namespace) -> int:
     from .pipelines import Emu3VideoPipeline
 
     device = check_model_args(args)
+    if args.job_source is not None:  # many prompts: emu3_hf.jobs
+        from .jobs.command import video_command
+
+        return video_command(args, lambda: _load_pipeline(args, Emu3VideoPipeline, device))
     check_generation_args(args, device)
     check_output_file(args.output, VIDEO_OUTPUT_SUFFIXES)
     pipe = _load_pipeline(args, Emu3VideoPipeline, device)

@@ -178,8 +178,13 @@ def resolve_decoding(
 
 
 def visual_logits(hidden: torch.Tensor, head: nn.Linear, ids: SpecialIds) -> torch.Tensor:
-    """LM-head logits of the visual tokens only: (B2, D) @ W[offset:offset+K].T -> (B2, K)."""
+    """LM-head logits of the visual tokens only: (B2, D) @ W[offset:offset+K].T -> (B2, K).
+
+    A head split by tensor parallelism (a DTensor weight, transformers' ``tp_plan``) runs whole through its own
+    hooks (each process its vocabulary shard, logits gathered) and the visual slice is taken from the result."""
     rows = slice(ids.visual_offset, ids.visual_offset + ids.codebook_size)
+    if type(head.weight).__name__ == "DTensor":
+        return head(hidden)[..., rows]
     bias = head.bias[rows] if head.bias is not None else None
     return nn.functional.linear(hidden, head.weight[rows], bias)
 
