@@ -25,7 +25,12 @@ setup: $(VENV)/.installed
 run: setup
 	$(VENV)/bin/emu3 generate "a small red circle in the top left corner on a black background" --output emu3-sample.png
 
-test: setup
+# The tests also drive the Gradio demo (the demo extra) in a browser; `make run` does not need it.
+$(VENV)/.demo-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[demo]"
+	touch $@
+
+test: setup $(VENV)/.demo-installed
 	$(PY) -m pytest -q -m "not slow and not gpu" tests
 
 # The same suite on the oldest releases pyproject declares (its lower bounds, pinned exactly).
