@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_tiny_world_commands(commands) -> None:
-    world = commands.add_parser("tiny-world", help="train or evaluate the embedded tiny-world model (TINY_WORLD.md)")
+    world = commands.add_parser("tiny-world", help="train or evaluate the embedded tiny-world model "
+                                "(docs/TINY_WORLD.md)")  # fmt: skip
     steps = world.add_subparsers(dest="tiny_world_command", required=True)
     train = steps.add_parser("train", help="the whole recipe: VQ, tokenizer + base pipeline, LM, pink LoRA "
                              "(each stage resumes)")  # fmt: skip

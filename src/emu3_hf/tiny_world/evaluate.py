@@ -1,4 +1,5 @@
-"""Score a pipeline on the tiny world the way ``TINY_WORLD.md`` scores the embedded model (``emu3 tiny-world eval``).
+"""Score a pipeline on the tiny world the way ``docs/TINY_WORLD.md`` scores the embedded model
+(``emu3 tiny-world eval``).
 
 Every number is read off the outputs by the reference analyzer (:mod:`.analyze`), never by a network:
 
@@ -126,7 +127,7 @@ def score_text_to_image(pipe: Any, specs: list, *, seed: int, batch_size: int, *
 
 def score_captions(chat: Any, specs: list, *, seed: int, batch_size: int) -> dict[str, float]:
     """``chat`` (an ``Emu3ChatPipeline``)'s greedy answer to the caption question, exactly the caption; the first
-    pass over the specs uses clean renders (what ``TINY_WORLD.md`` evaluates: "no noise in the evaluation set"),
+    pass over the specs uses clean renders (what ``docs/TINY_WORLD.md`` evaluates: "no noise in the evaluation set"),
     later passes jittered ones. Returns ``exact`` (all answers), ``clean`` (the first pass), ``jittered`` (the later
     passes, when there are any) and ``count``."""
     from PIL import Image
