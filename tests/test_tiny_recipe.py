@@ -205,8 +205,9 @@ def test_the_cli_reruns_the_whole_recipe_at_reduced_size_and_scores_it(tmp_path,
     report = tmp_path / "report.json"
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--images", "3", "--heldout", "0",
                  "--captions", "2", "--videos", "1", "--splits", "train,test", "-o", str(report)]) == 0  # fmt: skip
+    # (each of the 2 pictures captioned clean and jittered)
     saved = json.loads(report.read_text())
-    assert saved["text_to_image"]["count"] == 3 and saved["captions"]["count"] == 2 and saved["video"]["count"] == 1
+    assert saved["text_to_image"]["count"] == 3 and saved["captions"]["count"] == 4 and saved["video"]["count"] == 1
     assert saved["settings"]["splits"] == ["train", "test"]
     assert "heldout" not in saved and saved["seconds_per_image"] > 0
     assert main(["tiny-world", "eval", "--model", str(out / "pipeline"), "--lora", str(out / "pink-lora"),
