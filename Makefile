@@ -48,8 +48,17 @@ endif
 test-oldest: $(OLDEST_VENV)/.installed
 	$(OLD_PY) -m pytest -q -m "not slow and not gpu" tests
 
+# Every benchmark of BENCHMARKS.md that this machine can run (the 8B GPU one only where nvidia-smi sees a GPU); each
+# script writes a JSON record under bench/results/. About half an hour on a 2-core CPU.
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_tokenizer.py
+	$(PY) bench/bench_generation.py
+	mkdir -p bench/results
+	$(VENV)/bin/emu3 tiny-world eval -o bench/results/tiny-world-eval.json
+	$(VENV)/bin/emu3 tiny-world eval --lora src/emu3_hf/assets/emu3-tiny-pink-lora -o bench/results/tiny-world-lora.json
+ifneq ($(HAS_GPU),)
+	$(PY) bench/bench_gpu.py
+endif
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) build *.egg-info

@@ -39,7 +39,7 @@ tags:
 
 {body}
 
-Trained on a 2-core CPU with `emu3 tiny-world train` (emu3-hf), on the synthetic shapes world of `TINY_WORLD.md`
+Trained on a 2-core CPU with `emu3 tiny-world train` (emu3-hf), on the synthetic shapes world of `docs/TINY_WORLD.md`
 (64x64 pictures of one shape, 8-frame clips of one moving shape, one caption grammar); every number below is read off
 the outputs by the world's pixel analyzer (`emu3 tiny-world eval`), never by a network.
 
@@ -76,14 +76,16 @@ shape. Pink and the held-out (shape, colour) pairs were never shown to the LM.
 Training data: every base caption of the world (the `train`, `validation` and `test` splits: the 520 image captions
 that are not held-out pairs, and their clips; 12 epochs, then 2 finishing epochs at a lower learning rate with more
 captions, mostly read off clean pictures, and more clips). The scores below come from `emu3 tiny-world eval` with its
-defaults: `text_to_image`, `captions` and `video` on the `test` + `validation` captions (seen in training), `heldout`
-on the held-out pairs, which it never saw. It draws seen captions with all five attributes right 98% of the time and
-the unseen (shape, colour) pairs 86%. It captions clean pictures exactly (100%, also over all 520 base pictures), and
-pictures with the training jitter 75% of the time (`captions.exact` averages the two passes); it does not caption the
-held-out pairs (13%: it names the shape that went with the colour in training). Clips: motion direction 100%,
-background 100%, the shape's colour (50%) and form (39%) often not. The pink adapter draws pink (98%) and leaves the
-other colours as the base model draws them (98%). Weights are stored in float16 and computed in float32 (the
-configs' dtype)."""
+defaults: greedy decoding and every prompt once, so each `count` is the number of distinct outputs. `text_to_image`
+(104 prompts), `captions` (104 clean and 104 jittered pictures) and `video` (36 prompts) read the `test` +
+`validation` captions (seen in training), `heldout` the 80 held-out pairs, which it never saw. It draws seen captions
+with all five attributes right 98% of the time and the unseen (shape, colour) pairs 86%. It captions clean pictures
+exactly (100%, also over all 520 base pictures), and pictures with the training jitter 75% of the time
+(`captions.exact` averages the two); it does not caption the held-out pairs (13% of 80: it names the shape that went
+with the colour in training). Clips: motion direction 100%, background 100%, the shape's colour
+(50%) and form (39%) often not. The pink adapter draws pink (98% of 90 prompts) and leaves the
+other colours as the base model draws them (98% of 104). Weights are stored in float16 and computed in float32
+(the configs' dtype)."""
 LORA_BODY = """A PEFT LoRA adapter (rank 16, attention and MLP projections of the LM) for the embedded Emu3 of emu3-hf, trained
 on text-to-image examples of pink shapes (a colour the base model never saw) mixed with two of each caption the base
 model trained on, so that it adds pink without painting the other colours pink."""

@@ -1,12 +1,13 @@
 """The embedded model (``emu3_hf.tiny_world.EMU3_TINY``) does its job: loose floors on the tiny world's analyzer.
 
-These are floors, not the quality table (BENCHMARKS.md has that, from ``emu3 tiny-world eval`` on >= 200 prompts
-each): they exist so that a broken engine, grammar, tokenizer, VQ or adapter loader cannot pass CI. The model decodes
-greedily by default (its generation_config.json), so each score is one deterministic number; measured on the shipped
-weights (run tw4k: the stage-1d VQ with canonical grids, the 2 M LM finished by stage 2c, its pink adapter): all five
-0.94 (32 training captions), held-out pairs all five 0.94 (16), captions 1.00 (32 clean training images), clips
-direction 1.00 and background 1.00 (12 training clips), pink all five 0.00 -> 1.00 with the adapter (15 prompts), and
-with it the 32 training captions all five 0.94, colour 1.00.
+These are floors, not the quality table (BENCHMARKS.md has that, from ``emu3 tiny-world eval`` on every test and
+validation prompt once: 104 captions, 80 held-out pairs, 36 clips, 90 pink prompts): they exist so that a broken
+engine, grammar, tokenizer, VQ or adapter loader cannot pass CI. The model decodes greedily by default (its
+generation_config.json), so each score is one deterministic number; measured on the shipped weights (run tw4k: the
+stage-1d VQ with canonical grids, the 2 M LM finished by stage 2c, its pink adapter): all five 0.94 (32 training
+captions), held-out pairs all five 0.94 (16), captions 1.00 (32 clean training images), clips direction 1.00 and
+background 1.00 (12 training clips), pink all five 0.00 -> 1.00 with the adapter (15 prompts), and with it the 32
+training captions all five 0.94, colour 1.00.
 """
 
 from __future__ import annotations

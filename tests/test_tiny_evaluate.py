@@ -114,10 +114,14 @@ def test_the_lora_report_scores_pink_before_and_after_and_the_other_colours_with
 
 
 class _Recorder:
-    """A stand-in image pipeline that draws each caption exactly and remembers the prompts it was given."""
+    """A stand-in image pipeline that draws each caption exactly and remembers the prompts it was given (and the
+    seed and sampling of each call); it decodes greedily unless a call says ``do_sample=True``."""
 
     def __init__(self):
-        self.prompts = []
+        self.prompts, self.seeds = [], []
+
+    def recommended_sampling(self):
+        return {"guidance_scale": 1.0, "do_sample": False}
 
     def to(self, device):
         return self
@@ -128,6 +132,7 @@ class _Recorder:
     def __call__(self, prompts, height, width, generator, output_type="np", **sampling):
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         self.prompts += prompts
+        self.seeds.append(generator.initial_seed())
         return SimpleNamespace(images=np.stack([render_image(BY_CAPTION[p]) for p in prompts]) / 255.0)
 
 
@@ -148,3 +153,45 @@ def test_the_report_reads_the_base_splits_it_is_given_and_refuses_any_other():
         with pytest.raises(ValueError, match="splits must name one or more of"):
             evaluate_lora(refused, "some/adapter", splits=splits, device="cpu")
     assert refused.prompts == []
+
+
+def test_each_count_is_the_number_of_distinct_outputs():
+    """Greedy decoding: every prompt once, so n is the number of distinct prompts (104 seen captions, 80 held-out
+    pairs), never a prompt repeated under another seed."""
+    recorder = _Recorder()
+    report = evaluate_pipeline(recorder, captions=0, videos=0, batch_size=32, device="cpu")
+    scored = recorder.prompts[:184]  # then the timing's warm-up and three calls
+    assert len(set(scored)) == len(scored) == 184
+    assert report["text_to_image"]["count"] == 104 and report["heldout"]["count"] == 80
+    assert report["settings"]["prompts"] == {"text_to_image": 104, "heldout": 80, "captions": 0, "video": 0}
+    assert report["settings"]["seeds"] == 1
+
+
+def test_the_caption_report_counts_one_clean_and_one_jittered_picture_per_spec(monkeypatch):
+    from emu3_hf.tiny_world import evaluate
+
+    monkeypatch.setattr(evaluate, "_sibling", lambda pipe, name: _Reader(True))  # the chat pipeline's stand-in
+    report = evaluate_pipeline(_Recorder(), images=0, heldout=0, captions=6, videos=0, device="cpu")
+    assert report["captions"]["count"] == 12 and report["captions"]["clean"] == 1.0
+    assert report["captions"]["jittered"] < 0.5  # the second picture of each spec is a jittered render
+
+
+def test_seeds_repeat_a_prompt_only_when_sampling():
+    greedy = _Recorder()
+    with pytest.raises(ValueError, match="seeds=3 with greedy decoding"):
+        evaluate_pipeline(greedy, images=4, heldout=0, captions=0, videos=0, seeds=3, device="cpu")
+    assert greedy.prompts == []
+    sampled = _Recorder()
+    report = evaluate_pipeline(sampled, images=4, heldout=0, captions=0, videos=0, seeds=3, batch_size=4,
+                               do_sample=True, device="cpu")  # fmt: skip
+    assert report["text_to_image"]["count"] == 12 and report["settings"]["seeds"] == 3
+    assert sampled.prompts[:12] == sampled.prompts[:4] * 3 and len(set(sampled.seeds[:3])) == 3  # a new seed each
+
+
+@pytest.mark.parametrize("bad", [{"images": 105}, {"heldout": 81}, {"videos": -1}, {"images": 2.0}, {"seeds": 0}])
+def test_counts_beyond_the_distinct_prompts_are_refused_before_any_generation(bad):
+    recorder = _Recorder()
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        evaluate_pipeline(recorder, **{"captions": 0, **bad}, device="cpu")
+    assert recorder.prompts == []

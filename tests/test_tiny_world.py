@@ -1,4 +1,4 @@
-"""The tiny shapes world (TINY_WORLD.md): pixels, captions, splits and the analyzer, checked against the spec.
+"""The tiny shapes world (docs/TINY_WORLD.md): pixels, captions, splits and the analyzer, checked against the spec.
 
 Expected pixels and counts are computed here from the spec's own numbers (literal boxes, per-pixel loops),
 never by the renderer; the analyzer must read back every spec the renderer draws, with and without jitter.
@@ -38,7 +38,7 @@ from emu3_hf.tiny_world import (
 )
 from emu3_hf.tiny_world import splits as splits_module
 
-# The spec's tables, typed from TINY_WORLD.md (not imported from the code under test).
+# The spec's tables, typed from docs/TINY_WORLD.md (not imported from the code under test).
 SPEC_PALETTE = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 90, 230), "yellow": (240, 210, 40),
     "purple": (150, 60, 200), "orange": (245, 130, 30), "white": (245, 245, 245), "black": (20, 20, 20),

@@ -151,7 +151,8 @@ def _add_demo_command(commands) -> None:
 
 
 def _add_tiny_world_commands(commands) -> None:
-    world = commands.add_parser("tiny-world", help="train or evaluate the embedded tiny-world model (TINY_WORLD.md)")
+    world = commands.add_parser("tiny-world", help="train or evaluate the embedded tiny-world model "
+                                "(docs/TINY_WORLD.md)")  # fmt: skip
     steps = world.add_subparsers(dest="tiny_world_command", required=True)
     train = steps.add_parser("train", help="the whole recipe: VQ, tokenizer + base pipeline, LM, pink LoRA "
                              "(each stage resumes)")  # fmt: skip
@@ -178,10 +179,17 @@ def _add_tiny_world_commands(commands) -> None:
     evaluate.add_argument("--model", default=None, help="pipeline folder (default: the embedded model)")
     evaluate.add_argument("--lora", default=None, help="score this adapter instead (the LoRA demo): pink prompts "
                           "without and with it, other colours with it; --images prompts each")  # fmt: skip
-    evaluate.add_argument("--images", type=int, default=208, help="text-to-image prompts (0 skips)")
-    evaluate.add_argument("--heldout", type=int, default=240, help="prompts with held-out pairs (0 skips)")
-    evaluate.add_argument("--captions", type=int, default=208, help="images to caption (0 skips)")
-    evaluate.add_argument("--videos", type=int, default=200, help="text-to-video prompts (0 skips)")
+    evaluate.add_argument("--images", type=int, default=None, help="distinct text-to-image prompts (default all: "
+                          "104 of test + validation; 0 skips)")  # fmt: skip
+    evaluate.add_argument("--heldout", type=int, default=None, help="distinct held-out-pair prompts (default all "
+                          "80; 0 skips)")  # fmt: skip
+    evaluate.add_argument("--captions", type=int, default=None, help="pictures to caption, each clean and jittered "
+                          "(default all 104; 0 skips)")  # fmt: skip
+    evaluate.add_argument("--videos", type=int, default=None, help="distinct text-to-video prompts (default all "
+                          "36; 0 skips)")  # fmt: skip
+    evaluate.add_argument("--sample", action="store_true", help="sample instead of the model's recommended decoding")
+    evaluate.add_argument("--seeds", type=int, default=1, help="draws per image/video prompt; > 1 needs sampling "
+                          "(greedy decoding gives one output per prompt)")  # fmt: skip
     evaluate.add_argument("--splits", default="test,validation", help="comma-separated base splits whose captions "
                           "the text-to-image, caption and video parts (and --lora's other colours) read")  # fmt: skip
     evaluate.add_argument("--guidance-scale", type=float, default=None)

@@ -1,18 +1,16 @@
 """emu3-hf: BAAI's Emu3 for the Hugging Face ecosystem.
 
-Importing the package registers its classes with transformers' Auto classes, so BAAI's Hub folders load with
-``AutoModelForCausalLM.from_pretrained(...)`` and friends, without ``trust_remote_code``.
-
-The import itself stays light (little beyond ``import torch, transformers``): every public name loads its module on
-first access (PEP 562), and each Auto class gets our classes when transformers imports its module (see
-:mod:`emu3_hf.auto`), so neither ``transformers.modeling_utils`` (with torchao, accelerate, ...) nor diffusers is
-imported until something needs it.
+Importing the package registers its classes with transformers' Auto classes (plain ``register`` calls, see
+:mod:`emu3_hf.auto`), so BAAI's Hub folders load with ``AutoModelForCausalLM.from_pretrained(...)`` and friends,
+without ``trust_remote_code``, whether transformers was imported before or after. That needs torch and transformers'
+model base; everything else (the pipelines and diffusers, training, conversion, peft, datasets) loads on first access
+of its name (PEP 562).
 """
 
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_attributes
-from .auto import register_auto_classes, register_on_import
+from .auto import register_auto_classes
 
 if TYPE_CHECKING:
     from .modeling.configuration_emu3 import Emu3LMConfig
@@ -69,4 +67,4 @@ __getattr__, __dir__ = lazy_attributes(
     },
 )
 
-register_on_import()
+register_auto_classes()

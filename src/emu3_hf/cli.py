@@ -33,7 +33,7 @@ from .cli_checks import (
 from .tiny_world import EMU3_TINY
 from .utils.atomic import atomic_file
 
-# The embedded model, trained here on the tiny shapes world (`emu3 tiny-world train`; TINY_WORLD.md).
+# The embedded model, trained here on the tiny shapes world (`emu3 tiny-world train`; docs/TINY_WORLD.md).
 DEFAULT_MODEL = EMU3_TINY
 
 

@@ -83,16 +83,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .tiny_world.evaluate import evaluate_lora, evaluate_pipeline
 
     sampling = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("top_k", args.top_k)) if v is not None}
+    if args.sample:
+        sampling["do_sample"] = True
     splits = tuple(name.strip() for name in args.splits.split(",") if name.strip())  # checked by the evaluation
     if args.lora is not None:
         if not (Path(args.lora) / "adapter_config.json").is_file():
             raise ValueError(f"--lora {args.lora} is not an adapter folder (no adapter_config.json).")
         report = evaluate_lora(args.model or DEFAULT_MODEL, args.lora, pink=args.images, others=args.images,
-                               seed=args.seed, splits=splits, **sampling)  # fmt: skip
+                               seeds=args.seeds, seed=args.seed, splits=splits, **sampling)  # fmt: skip
     else:
         report = evaluate_pipeline(args.model or DEFAULT_MODEL, images=args.images, heldout=args.heldout,
-                                   captions=args.captions, videos=args.videos, seed=args.seed, splits=splits,
-                                   **sampling)  # fmt: skip
+                                   captions=args.captions, videos=args.videos, seeds=args.seeds, seed=args.seed,
+                                   splits=splits, **sampling)  # fmt: skip
     text = json.dumps(report, indent=2, default=str)
     if args.output is not None:
         from .utils.atomic import atomic_file

@@ -1,4 +1,4 @@
-"""The tiny shapes world (``TINY_WORLD.md``): the procedural data the embedded model is trained and scored on.
+"""The tiny shapes world (``docs/TINY_WORLD.md``): the procedural data the embedded model is trained and scored on.
 
 - :mod:`.world`: palette, shapes, sizes, positions, :class:`ImageSpec` / :class:`VideoSpec`, the caption grammar.
 - :mod:`.render`: specs to hard-edged 64x64 pixels (images and 8-frame clips), optional training jitter.

@@ -1,4 +1,4 @@
-"""The reference analyzer of ``TINY_WORLD.md``: read a 64x64 image (or an 8-frame clip) back into its attributes.
+"""The reference analyzer of ``docs/TINY_WORLD.md``: read a 64x64 image (or an 8-frame clip) back into its attributes.
 
 No neural network: a few pixel statistics, in the same pixel convention as the renderer (pixel ``(x, y)`` has
 its centre at ``(x + 0.5, y + 0.5)``, y downwards).

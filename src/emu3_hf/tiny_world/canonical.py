@@ -182,7 +182,7 @@ class CanonicalGridObjective(VQObjective):
                  random_color_share: float = RANDOM_COLOR_SHARE, weight: float = 1.0, seed: int = 0):  # fmt: skip
         held = [spec.caption() for spec in specs if spec.held_out]
         if held:
-            raise ValueError(f"Canonical grids must never show a held-out pair (TINY_WORLD.md), got {held[:3]}.")
+            raise ValueError(f"Canonical grids must never show a held-out pair (docs/TINY_WORLD.md), got {held[:3]}.")
         missing = sorted({(s.color, s.background) for s in specs} - set(FIELD_KEYS))
         if not specs or missing:
             raise ValueError(f"specs must be a non-empty list of image specs with fields, got {len(specs)} specs, "

@@ -1,4 +1,4 @@
-"""The embedded model's training recipe (``TINY_WORLD.md``), stage by stage, on the package's own training code.
+"""The embedded model's training recipe (``docs/TINY_WORLD.md``), stage by stage, on the package's own training code.
 
 Stage 1, the VQ tokenizer (:func:`train_tiny_vq`): :func:`~emu3_hf.training.tiny_world_vq_config` (BAAI's
 architecture at width 32, a 64x64 image -> 8x8 codes, an 8-frame clip -> 2x8x8) trained by
@@ -70,7 +70,7 @@ from .vq_stages import (VQ_CLIP_LR, VQ_CLIP_STEPS, VQ_CODES, VQ_DECODER_CLIPS, V
                         VQ_DECODER_STEPS, VQ_IMAGE_LR, VQ_IMAGE_STEPS, compact_codebook, train_tiny_vq,
                         tune_tiny_vq_decoder, vq_training_specs)  # fmt: skip  (re-exported: the recipe in one place)
 
-CAPTION_QUESTION = "Describe the image."  # TINY_WORLD.md, "Understanding"
+CAPTION_QUESTION = "Describe the image."  # docs/TINY_WORLD.md, "Understanding"
 # The sampling the embedded pipeline recommends (its LM's generation_config.json, read by the pipelines when a call
 # passes none; Emu3Pipeline.recommended_sampling): measured (BENCHMARKS.md), BAAI's guidance 3.0 draws worse than none,
 # and greedy decoding far better than sampling (32 training prompts, all five right: 0.91 against 0.34).
@@ -83,7 +83,7 @@ LM_EPOCHS = 12.0
 LM_FINISH_EPOCHS, LM_FINISH_LR = 2.0, 5e-4
 LM_FINISH_WEIGHTS, LM_FINISH_CLEAN_READS = {"text_to_image": 2, "image_to_text": 4, "text_to_video": 2}, 3
 BPE_VOCAB_SIZE = 400  # an upper bound: the captions' repeated pieces fill ~360 ranks
-# TINY_WORLD.md's ~2 M-parameter LM (hidden 192, 4 layers; 2.28 M parameters). Its ~5 M one (hidden 256, 6 layers,
+# docs/TINY_WORLD.md's ~2 M-parameter LM (hidden 192, 4 layers; 2.28 M parameters). Its ~5 M one (hidden 256, 6 layers,
 # shipped until stage 1d) tied a colour to the shapes it had seen it on: over the same factorised codes it drew the
 # held-out pairs 0.11 where the 2 M one drew them 1.00 in three seeds of three (BENCHMARKS.md, "third part").
 TINY_LM_SIZES = dict(hidden_size=192, intermediate_size=528, num_hidden_layers=4, num_attention_heads=4,
@@ -191,7 +191,7 @@ def lm_training_examples(copies: int | Mapping[str, int] = 8, seed: int = 0, spl
     names = (split,) if isinstance(split, str) else tuple(split)
     if "heldout" in names or not names or set(names) - set(SPLIT_NAMES):
         raise ValueError(f"split must name one or more of {tuple(n for n in SPLIT_NAMES if n != 'heldout')} (the "
-                         f"held-out compositions never train, TINY_WORLD.md), got {split!r}.")  # fmt: skip
+                         f"held-out compositions never train, docs/TINY_WORLD.md), got {split!r}.")  # fmt: skip
     if canonical is not None and jitter_targets:
         raise ValueError("Canonical targets are clean grids: pass jitter_targets=False with canonical=...")
     images, clips = specs_of(names)

@@ -1,4 +1,4 @@
-"""Render tiny-world specs to pixels: 64x64 images and 8-frame clips, hard-edged, exactly per ``TINY_WORLD.md``.
+"""Render tiny-world specs to pixels: 64x64 images and 8-frame clips, hard-edged, exactly per ``docs/TINY_WORLD.md``.
 
 Pixel convention (the analyzer uses the same one): pixel ``(x, y)`` (column x, row y, y downwards) covers the
 unit square ``[x, x+1) x [y, y+1)`` and its centre is ``(x + 0.5, y + 0.5)``. A pixel belongs to a shape when

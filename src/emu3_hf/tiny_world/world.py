@@ -1,4 +1,4 @@
-"""The vocabulary of the tiny shapes world (``TINY_WORLD.md``): palette, shapes, sizes, positions, specs, captions.
+"""The vocabulary of the tiny shapes world (``docs/TINY_WORLD.md``): palette, shapes, sizes, positions, specs, captions.
 
 Everything here is a contract: outside evaluators score generated images against exactly these numbers.
 

@@ -82,7 +82,7 @@ _NEVER = -(2**62)  # the step a code that was never used or (re)initialised coun
 
 
 def tiny_world_vq_config(**overrides: Any) -> Emu3VisionVQConfig:
-    """The small VQ for the tiny world (``TINY_WORLD.md``): BAAI's architecture at width 32, 8x spatial and 4x
+    """The small VQ for the tiny world (``docs/TINY_WORLD.md``): BAAI's architecture at width 32, 8x spatial and 4x
     temporal compression (a 64 x 64 image is 8 x 8 codes, an 8-frame clip 2 x 8 x 8), attention at the lowest
     level only, a codebook of 1024 four-dimensional entries; about 1.1 M parameters.
 
