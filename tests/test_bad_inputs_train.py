@@ -14,7 +14,7 @@ from PIL import Image
 pytest.importorskip("datasets", reason="training needs `pip install 'emu3-hf[train]'`")
 
 import emu3_cli  # noqa: E402
-from emu3_hf.cli import main as cli_main  # noqa: E402
+from emu3_cli import main as cli_main  # noqa: E402
 from emu3_hf.cli_train import config_from_args  # noqa: E402
 from emu3_hf.tiny_world import EMU3_TINY  # noqa: E402
 from emu3_hf.training import TrainConfig, train  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emu3_hf.cli import main as cli_main
+from emu3_cli import main as cli_main
 from emu3_hf.pipelines import Emu3ChatPipeline, Emu3VideoPipeline
 from emu3_hf.utils.video_export import export_to_gif, load_video
 

@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from emu3_hf import Emu3LMConfig, Emu3VisionVQConfig, Emu3VisionVQModel
-from emu3_hf.cli import main as cli_main
+from emu3_cli import main as cli_main
 from emu3_hf.conversion import (
     BaaiFolders,
     ConversionValidationError,
@@ -284,7 +284,7 @@ def test_a_killed_conversion_leaves_no_output(chain, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         import transformers
-        from emu3_hf.cli import main
+        from emu3_cli import main
         def save_then_die(self, *args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)  # the weights and config are written by now, the processor not yet
         transformers.Emu3Processor.save_pretrained = save_then_die

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from emu3_hf import Emu3LMForCausalLM
-from emu3_hf.cli import main as cli_main
+from emu3_cli import main as cli_main
 from emu3_hf.conversion import (
     NATIVE_VQ_EXCLUDE,
     BaaiFolders,

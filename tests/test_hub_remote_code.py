@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import snapshot_download
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from test_hub_fakehub import FakeHub, serving
 
 from emu3_hf import (
@@ -331,7 +331,6 @@ print(json.dumps({"class": type(processor).__name__, "gen": gen, "und": und}))
 
 
 def test_processor_export_loads_with_auto_processor_without_the_package(tmp_path, tiny_tokenizer, vq_dir):
-    from emu3_hf import Emu3MultimodalProcessor
 
     processor = Emu3MultimodalProcessor(Emu3VisionVQImageProcessor.from_pretrained(vq_dir), tiny_tokenizer)
     save_pretrained_with_code(processor, tmp_path / "proc")

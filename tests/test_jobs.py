@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emu3_hf.cli import main as cli_main
+from emu3_cli import main as cli_main
 from emu3_hf.jobs import caption_images, generate_images, image_seed, push_job_to_hub, read_prompts
 from emu3_hf.jobs.generate import ImageJob
 from emu3_hf.pipelines import Emu3ChatPipeline, Emu3Pipeline

@@ -30,7 +30,7 @@ def test_two_processes_finish_an_interrupted_run_as_one_process_would(tmp_path):
     with pytest.raises(Interrupted):  # a run killed after its first batch: 2 of 5 images written
         generate_images(DiesAfter(pipe, 1), prompts, tmp_path / "two", batch_size=2, **run)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
-               "--main_process_port", str(free_port()), "-m", "emu3_hf.cli", "generate", "--prompts", str(prompts),
+               "--main_process_port", str(free_port()), "-m", "emu3_cli", "generate", "--prompts", str(prompts),
                "-o", str(tmp_path / "two"), "--model", str(PIPELINE), "--sample", "--top-k", "40", "--guidance-scale",
                "2", "--seed", "5", "--batch-size", "1", "--quiet"]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}

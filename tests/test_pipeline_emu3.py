@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from emu3_hf.cli import main as cli_main
+from emu3_cli import main as cli_main
 from emu3_hf.generation import generate_image_tokens
 from emu3_hf.pipelines import BAAI_GUIDANCE_SCALE, BAAI_NEGATIVE_PROMPT, Emu3Pipeline, Emu3PipelineOutput
 from emu3_hf.pipelines import pipeline_emu3 as pipeline_module

@@ -1,5 +1,5 @@
 """Multi-process training through the documented launch (``accelerate launch --config_file
-examples/accelerate/ddp.yaml -m emu3_hf.cli train ...``), here with two processes on CPUs (gloo): DDP and FSDP2
+examples/accelerate/ddp.yaml -m emu3_cli train ...``), here with two processes on CPUs (gloo): DDP and FSDP2
 (``--sharding fsdp2``) end where one process with the same global batch ends, and a two-process LoRA run resumed
 from its checkpoint ends exactly where the uninterrupted run does."""
 
@@ -52,7 +52,7 @@ def free_port() -> int:
 
 def launch(setup, output: Path, *flags: str) -> None:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), "--main_process_port",
-               str(free_port()), "-m", "emu3_hf.cli", "train", str(setup["data"]), "--model", str(setup["lm"]), "-o", str(output),
+               str(free_port()), "-m", "emu3_cli", "train", str(setup["data"]), "--model", str(setup["lm"]), "-o", str(output),
                *setup["common"], *flags]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -10,7 +10,6 @@ transformers' own ``Emu3ForConditionalGeneration``). Reference: the tiny world's
 from __future__ import annotations
 
 import pytest
-import torch
 from PIL import Image
 from transformers import AutoProcessor, pipeline
 

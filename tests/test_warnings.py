@@ -32,7 +32,7 @@ def test_cli_generate_prints_no_deprecation_warning(lm_dir, vq_dir, tiny_tokeniz
     env = dict(os.environ, PYTHONWARNINGS="always")  # show every warning once per location, nothing filtered
     args = ["generate", "a cat", "--lm", str(lm_dir), "--vq", str(vq_dir), "--tokenizer", str(tiny_tokenizer_dir),
             "--seed", "0", "--height", "6", "--width", "8", "--output", str(tmp_path / "cat.png")]
-    result = subprocess.run([sys.executable, "-m", "emu3_hf.cli", *args], env=env, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "emu3_cli", *args], env=env, capture_output=True, text=True,
                             timeout=300, cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if any(c.__name__ in ln for c in DEPRECATIONS)]

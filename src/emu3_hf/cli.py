@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -178,14 +177,3 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"emu3: {str(err) or type(err).__name__}", file=sys.stderr)
         return 2
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``emu3`` command (parsing in :mod:`emu3_cli`, then :func:`run`)."""
-    from emu3_cli import main as parse_and_run
-
-    return parse_and_run(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .cli import DEFAULT_MODEL
+    from .tiny_world import EMU3_TINY as DEFAULT_MODEL  # the shipped model, every command's default
     from .tiny_world.evaluate import evaluate_lora, evaluate_pipeline
 
     sampling = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("top_k", args.top_k)) if v is not None}

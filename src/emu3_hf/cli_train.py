@@ -12,7 +12,7 @@ def config_from_args(args: argparse.Namespace):
     """A TrainConfig from ``emu3 train``'s options (every option is named like its field)."""
     from .training import TrainConfig
 
-    from .cli import DEFAULT_MODEL
+    from .tiny_world import EMU3_TINY as DEFAULT_MODEL  # the shipped model, every command's default
 
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}

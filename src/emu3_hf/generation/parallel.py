@@ -50,9 +50,9 @@ from torch import nn
 from transformers.cache_utils import Cache
 
 from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
-from .engine import decode_window, visual_logits
 from .grammar import SAMPLE, SpecialIds, VisionGrammar
 from .sampling import PositionNoise, SamplingConfig, guided_scores, pick_tokens
+from .steps import decode_window, visual_logits
 from .steering import RowProgress, RowUpdate, as_row_update, checked_guidance_scale, write_codes
 
 

@@ -4,7 +4,7 @@ settings and the output all checked), then load the pipeline with the caller's l
 Example:
     ```bash
     emu3 generate --prompts prompts.jsonl -o shapes --batch-size 8 --seed 0
-    accelerate launch --num_processes 2 -m emu3_hf.cli generate --prompts prompts.txt -o shapes
+    accelerate launch --num_processes 2 -m emu3_cli generate --prompts prompts.txt -o shapes
     emu3 caption --images shapes -o captions.jsonl
     ```
 """
