@@ -41,7 +41,7 @@ from transformers.cache_utils import Cache, DynamicCache, StaticCache
 from ..modeling.transformers_compat import STATIC_CACHE_CAN_CROP
 from ..processing.arguments import check_finite
 from .budget import check_kv_cache_fits, check_sequence_fits
-from .grammar import SAMPLE, SpecialIds, VisionGrammar, _as_host_list, fed_length, token_ids_from_config
+from .grammar import SAMPLE, SpecialIds, VisionGrammar, as_host_list, fed_length, token_ids_from_config
 from .sampling import Generators, PositionNoise, SamplingConfig, guided_scores, pick_tokens
 from .steps import compiled_decode_step, decode_step, decode_window, prefill, visual_logits
 from .steering import RowProgress, RowUpdate, as_row_update, checked_guidance_scale, write_codes
@@ -296,7 +296,7 @@ def generate_image_tokens(
     sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     input_ids = input_ids.to(device).long()
     # Refuse what cannot fit before building anything of the request's size (pure host arithmetic).
-    heights, widths = _as_host_list(height, "height", batch), _as_host_list(width, "width", batch)
+    heights, widths = as_host_list(height, "height", batch), as_host_list(width, "width", batch)
     prompt_len = max(input_ids.shape[1], negative_input_ids.shape[1] if negative_input_ids is not None else 0)
     check_sequence_fits(model.config.max_position_embeddings, prompt_len, heights, widths, num_frames)
 

@@ -110,8 +110,8 @@ class VisionGrammar:
         batch_size: int | None = None,
     ) -> "VisionGrammar":
         """Precompute the schedule for a batch; ``heights``/``widths`` are ints (whole batch) or one per row."""
-        heights = _as_host_list(heights, "height", batch_size)
-        widths = _as_host_list(widths, "width", batch_size)
+        heights = as_host_list(heights, "height", batch_size)
+        widths = as_host_list(widths, "width", batch_size)
         if len(heights) != len(widths):
             raise ValueError(f"Got {len(heights)} heights but {len(widths)} widths; give one (h, w) per batch row.")
         if num_frames < 1:
@@ -180,7 +180,9 @@ class VisionGrammar:
         return torch.where(known, codes, torch.full_like(codes, -1))
 
 
-def _as_host_list(value, name: str, batch_size: int | None) -> list[int]:
+def as_host_list(value, name: str, batch_size: int | None) -> list[int]:
+    """Per-row sizes (an int, a sequence or a tensor) as a host list of ``batch_size`` ints (one host read for a
+    tensor, never inside the decode loop); ``name`` labels the errors."""
     if isinstance(value, torch.Tensor):
         value = value.flatten().tolist()  # one host read per call, never inside the decode loop
     if isinstance(value, int):
@@ -195,4 +197,4 @@ def _as_host_list(value, name: str, batch_size: int | None) -> list[int]:
     return values
 
 
-__all__ = ["SAMPLE", "SpecialIds", "VisionGrammar", "fed_length", "sequence_length", "token_ids_from_config"]
+__all__ = ["SAMPLE", "SpecialIds", "VisionGrammar", "as_host_list", "fed_length", "sequence_length", "token_ids_from_config"]

@@ -131,7 +131,8 @@ def load_examples(source: Any) -> Any:
     return source
 
 
-def _open_image(value: Any):
+def open_image(value: Any):
+    """A training row's image as RGB: a path, datasets' undecoded ``{"bytes", "path"}`` dict, or a PIL image."""
     from PIL import Image
 
     if isinstance(value, (str, os.PathLike)):
@@ -140,11 +141,13 @@ def _open_image(value: Any):
     if isinstance(value, dict):  # datasets' undecoded Image feature
         import io
 
-        return Image.open(io.BytesIO(value["bytes"])).convert("RGB") if value.get("bytes") else _open_image(value["path"])
+        return Image.open(io.BytesIO(value["bytes"])).convert("RGB") if value.get("bytes") else open_image(value["path"])
     return value
 
 
-def _open_video(value: Any) -> list:
+def open_video(value: Any) -> list:
+    """A training row's clip as a list of frames: a path (read with :func:`~emu3_hf.utils.video_export.load_video`)
+    or frames already."""
     if isinstance(value, (str, os.PathLike)):
         from ..utils.video_export import load_video
 
@@ -227,11 +230,11 @@ def _encode_chunk(rows: list[dict], processor: Any, batch_size: int, bar) -> lis
             bar.update(1)
             continue
         if row.get("video") is not None:
-            codes = processor.encode_video(_open_video(row["video"]))  # (T, h, w)
+            codes = processor.encode_video(open_video(row["video"]))  # (T, h, w)
             out[i] = {"codes": codes.flatten().tolist(), "grid": list(codes.shape)}
             bar.update(1)
             continue
-        pixels = processor.image_processor(_open_image(row["image"]), return_tensors="pt")["pixel_values"][0]
+        pixels = processor.image_processor(open_image(row["image"]), return_tensors="pt")["pixel_values"][0]
         by_size.setdefault(tuple(pixels.shape), []).append((i, pixels))
     for items in by_size.values():
         for start in range(0, len(items), batch_size):
@@ -318,4 +321,4 @@ def _tokenize_chunks(examples: Any, processor: Any, cache: Path, chunk_size: int
     return datasets.concatenate_datasets([datasets.load_from_disk(str(d)) for d in chunk_dirs])
 
 
-__all__ = ["check_blank_texts", "load_examples", "tokenize_dataset"]
+__all__ = ["check_blank_texts", "load_examples", "open_image", "open_video", "tokenize_dataset"]

@@ -45,9 +45,9 @@ def _frame_array(value: Any, kind: str) -> np.ndarray:
     import PIL.Image
 
     if isinstance(value, (str, os.PathLike)):
-        from .data import _open_image
+        from .data import open_image
 
-        value = _open_image(value)
+        value = open_image(value)
     if isinstance(value, PIL.Image.Image):
         return np.asarray(value.convert("RGB"), dtype=np.uint8)
     if isinstance(value, torch.Tensor):
@@ -70,9 +70,9 @@ def to_pixels(example: Any, kind: str) -> np.ndarray:
     if kind == "image":
         return _frame_array(value, kind)
     if isinstance(value, (str, os.PathLike)):
-        from .data import _open_video
+        from .data import open_video
 
-        value = _open_video(value)
+        value = open_video(value)
     if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 4:
         frames = [_frame_array(frame, kind) for frame in value]
     elif isinstance(value, (list, tuple)) and value:
