@@ -211,7 +211,7 @@ def native_config_from_baai(lm_config: Emu3LMConfig, vq_config: Emu3VisionVQConf
     if vq_config.reserved_codes:
         raise ValueError(
             f"This VQ config reserves {len(vq_config.reserved_codes)} codebook rows (reserved_codes, an emu3-hf field "
-            "the tiny world uses) that transformers' native VQ would still quantise to; the native layout cannot "
+            "for codes only a language model writes) that transformers' native VQ would still quantise to; the native layout cannot "
             "hold them and they are not dropped silently. Keep the BAAI layout or an emu3-hf pipeline folder."
         )
     vq = {**_own_fields(vq_config, Emu3VisionVQConfig, _VQ_RENAMES, skip=()),

@@ -46,8 +46,9 @@ class Emu3VisionVQConfig(PreTrainedConfig):
             Dropout probability inside the residual blocks.
         reserved_codes (`list[int]`, *optional*):
             Codebook rows the quantiser never chooses: codes that only a language model writes and only the decoder
-            reads (the tiny world's canonical fields, `emu3_hf.tiny_world.canonical`). Not a BAAI field; absent, every
-            row can be chosen, as in BAAI's model.
+            reads (a decoder taught to draw codes that no picture encodes to). Not a BAAI field; absent, every row can
+            be chosen, as in BAAI's model. The BAAI layout and emu3-hf folders keep it; transformers' native layout
+            cannot, so conversion to it is refused.
 
     Example:
 

@@ -13,8 +13,7 @@ Example:
     ```python
     >>> import emu3_hf.pipelines  # registers Emu3Pipeline, Emu3VideoPipeline, Emu3ChatPipeline with diffusers
     >>> from diffusers import DiffusionPipeline
-    >>> from emu3_hf.tiny_world import EMU3_TINY
-    >>> type(DiffusionPipeline.from_pretrained(EMU3_TINY)).__name__
+    >>> type(DiffusionPipeline.from_pretrained("emu3-gen-pipeline")).__name__  # a folder written by save_pretrained
     'Emu3Pipeline'
     ```
 """

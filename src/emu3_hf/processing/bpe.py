@@ -1,6 +1,6 @@
 """Train a small byte-level BPE vocabulary on a corpus, in the format Emu3's tokenizer reads (tiktoken ranks).
 
-Emu3's text vocabulary is Qwen's byte-level BPE; a small model trained from scratch (the embedded tiny-world model)
+Emu3's text vocabulary is Qwen's byte-level BPE; a small model trained from scratch (such as the embedded model)
 wants a vocabulary of a few hundred tokens learnt from its own captions instead. :func:`train_bpe_ranks` learns one
 with the ``tokenizers`` library's BPE trainer over the same pre-tokenisation as Qwen (its split pattern, then bytes),
 and returns ``{token_bytes: rank}``: the 256 single bytes, then the learnt merges in the order they were learnt.
