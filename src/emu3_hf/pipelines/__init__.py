@@ -1,5 +1,9 @@
 """diffusers-style Emu3 pipelines built on the shared generation engine.
 
+Three sibling ``DiffusionPipeline`` classes over the same four components: :class:`Emu3Pipeline` (text-to-image),
+:class:`Emu3VideoPipeline` (text-to-video, continuation) and :class:`Emu3ChatPipeline` (understanding). What they
+share lives in :mod:`.base` (:class:`~.base.Emu3PipelineBase`, :class:`~.base.Emu3VisualPipelineBase`).
+
 Example:
     ```python
     >>> from emu3_hf.pipelines import Emu3Pipeline
@@ -7,6 +11,7 @@ Example:
     ```
 """
 
+from .base import Emu3PipelineBase, Emu3VisualPipelineBase
 from .outputs import Emu3PipelineOutput
 from .pipeline_emu3 import (
     BAAI_GUIDANCE_SCALE,
@@ -26,7 +31,9 @@ __all__ = [
     "Emu3ChatPipeline",
     "Emu3ChatPipelineOutput",
     "Emu3Pipeline",
+    "Emu3PipelineBase",
     "Emu3PipelineOutput",
     "Emu3VideoPipeline",
     "Emu3VideoPipelineOutput",
+    "Emu3VisualPipelineBase",
 ]
