@@ -251,7 +251,7 @@ def test_model_generate_takes_the_processor_output(chat, ref):
 )
 def test_chat_errors(chat, kwargs, message):
     kwargs.setdefault("prompt", "Describe.")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         chat(**kwargs)
 
 
