@@ -46,7 +46,8 @@ class SeededTokenSampler(LogitsProcessor):
     alone and leaves the global state untouched.
 
     The draw is from ``softmax(top_p(top_k(scores / temperature)))`` over the whole vocabulary
-    (:func:`~emu3_hf.generation.sampling.sampling_probs`); one generator draws the whole batch, a list draws row ``i`` from generator ``i``.
+    (:func:`~emu3_hf.generation.sampling.sampling_probs`; ``top_k=None`` keeps every token); one generator draws the
+    whole batch, a list draws row ``i`` from generator ``i``.
 
     Example:
         ```python
@@ -97,7 +98,7 @@ class Emu3ChatPipeline(Emu3PipelineBase):
             raise ValueError("Streaming works for one prompt at a time (transformers' streamers take batch 1).")
         generate_kwargs = generate_kwargs or {}
         check_generators(generator, len(prompts) * generate_kwargs.get("num_return_sequences", 1))
-        if do_sample and generate_kwargs.get("num_beams", 1) > 1:
+        if do_sample and (generate_kwargs.get("num_beams") or 1) > 1:
             raise ValueError(f"num_beams={generate_kwargs['num_beams']} with do_sample=True: beam sampling is not "
                              "supported (it would draw from torch's global random state); use do_sample=False for "
                              "beam search, or sample without beams.")
