@@ -485,6 +485,7 @@ __all__ = [
     "OUTPUT_TYPES",
     "Emu3PipelineBase",
     "Emu3VisualPipelineBase",
+    "Generators",
     "callback_steering",
     "callback_tensor_inputs",
     "check_generators",
