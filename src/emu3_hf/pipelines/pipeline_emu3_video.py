@@ -26,7 +26,7 @@ from diffusers.utils import BaseOutput
 
 from ..processing.arguments import as_list
 from ..generation.engine import resolve_decoding
-from .pipeline_emu3 import BAAI_NEGATIVE_PROMPT, Emu3Pipeline, _onload, callback_tensor_inputs, format_uint8_outputs
+from .base import BAAI_NEGATIVE_PROMPT, Emu3VisualPipelineBase, callback_tensor_inputs, format_uint8_outputs, onload
 
 
 @dataclass
@@ -46,10 +46,12 @@ class Emu3VideoPipelineOutput(BaseOutput):
     num_context_frames: int
 
 
-class Emu3VideoPipeline(Emu3Pipeline):
+class Emu3VideoPipeline(Emu3VisualPipelineBase):
     r"""Text-to-video generation and video continuation with Emu3.
 
-    Components: the same four as :class:`Emu3Pipeline` (``model``, ``vq_model``, ``tokenizer``, ``image_processor``).
+    Components: the same four as :class:`~emu3_hf.pipelines.Emu3Pipeline` (``model``, ``vq_model``, ``tokenizer``,
+    ``image_processor``), a sibling of it: both come from :class:`~emu3_hf.pipelines.base.Emu3VisualPipelineBase`
+    (loading, saving, LoRA, guidance, the row callback and how its return value steers).
 
     Callback tensors: ``"codes"`` (B, T, h, w) partial code grids (-1 where not generated yet) and
     ``"generated_ids"``.
@@ -101,9 +103,9 @@ class Emu3VideoPipeline(Emu3Pipeline):
                 two latent frames). With ``video`` these come after the given frames.
             video: frames to continue (a list of PIL images / arrays, a multiple of the temporal factor long) or
                 one image; shared by every prompt. ``video_codes`` ((T, h, w) VQ codes) skips the encoding.
-            height, width, ratio, image_area: frame size for text-to-video (see :class:`Emu3Pipeline`); with a
-                context video the size is the video's.
-            The other arguments are those of :class:`Emu3Pipeline`.
+            height, width, ratio, image_area: frame size for text-to-video (see
+                :class:`~emu3_hf.pipelines.Emu3Pipeline`); with a context video the size is the video's.
+            The other arguments are those of :class:`~emu3_hf.pipelines.Emu3Pipeline`.
 
         Returns:
             :class:`Emu3VideoPipelineOutput` with ``frames``, ``codes`` and ``num_context_frames``.
@@ -131,7 +133,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
 
         # 2. Encode the context clip (continuation) and lay out the prompts
         if continuing:
-            _onload(self.vq_model)
+            onload(self.vq_model)
             context = video_codes if video_codes is not None else self._context_codes(processor, video)
             if context.dim() != 3:
                 raise ValueError(f"video_codes must be (T, h, w), got shape {tuple(context.shape)}.")
@@ -181,7 +183,7 @@ class Emu3VideoPipeline(Emu3Pipeline):
         """Codes (B, T, h, w) -> T * temporal_downsample_factor frames per video (PIL lists, np or pt)."""
         if codes.dim() != 4:
             raise ValueError(f"codes must be (B, T, h, w), got shape {tuple(codes.shape)}.")
-        _onload(self.vq_model)
+        onload(self.vq_model)
         vq = self.vq_model
         pixels = vq.decode(codes.clamp_min(0).to(vq.device)).float().cpu()  # (B, T*tf, 3, H, W)
         b, t = pixels.shape[:2]

@@ -33,7 +33,9 @@ def register_diffusers_pipelines(*classes: type[DiffusionPipeline]) -> None:
         ValueError: diffusers already defines another class under that name (it is left as it is).
     """
     if not classes:
-        from . import Emu3ChatPipeline, Emu3Pipeline, Emu3VideoPipeline
+        from .pipeline_emu3 import Emu3Pipeline
+        from .pipeline_emu3_chat import Emu3ChatPipeline
+        from .pipeline_emu3_video import Emu3VideoPipeline
 
         classes = (Emu3Pipeline, Emu3VideoPipeline, Emu3ChatPipeline)
     for cls in classes:
