@@ -94,14 +94,13 @@ class Emu3Pipeline(Emu3VisualPipelineBase):
         sizes = image_sizes.tolist() if image_sizes is not None else [list(codes.shape[1:])] * codes.shape[0]
         onload(self.vq_model)
         vq = self.vq_model
-        uint8: list[np.ndarray | None] = [None] * codes.shape[0]
-        for h, w in sorted({tuple(s) for s in sizes}):
-            rows = [i for i, s in enumerate(sizes) if tuple(s) == (h, w)]
-            grid = codes[rows, :h, :w].clamp_min(0).to(vq.device)  # (n, h, w)
-            pixels = vq.decode(grid).float().cpu()  # (n, 3, H, W), about [-1, 1]
-            images = self.image_processor.postprocess(pixels, return_tensors="np")["pixel_values"]  # uint8 (n,H,W,3)
-            for row, image in zip(rows, images):
-                uint8[row] = image
+        uint8 = []
+        for row, (h, w) in enumerate(sizes):
+            # one grid at a time: convolution kernels may round differently at another batch size, and an image's
+            # pixels must not depend on the batch it was generated in
+            grid = codes[row : row + 1, :h, :w].clamp_min(0).to(vq.device)  # (1, h, w)
+            pixels = vq.decode(grid).float().cpu()  # (1, 3, H, W), about [-1, 1]
+            uint8.append(self.image_processor.postprocess(pixels, return_tensors="np")["pixel_values"][0])  # (H, W, 3)
         return format_uint8_outputs(uint8, output_type)
 
     # ------------------------------------------------------------------------------------------------ call

@@ -185,8 +185,9 @@ class Emu3VideoPipeline(Emu3VisualPipelineBase):
             raise ValueError(f"codes must be (B, T, h, w), got shape {tuple(codes.shape)}.")
         onload(self.vq_model)
         vq = self.vq_model
-        pixels = vq.decode(codes.clamp_min(0).to(vq.device)).float().cpu()  # (B, T*tf, 3, H, W)
-        b, t = pixels.shape[:2]
+        # one clip at a time, so a clip's pixels never depend on the batch it was generated in (see decode_codes)
+        pixels = torch.cat([vq.decode(clip[None].clamp_min(0).to(vq.device)).float().cpu() for clip in codes])
+        b, t = pixels.shape[:2]  # (B, T*tf, 3, H, W)
         uint8 = self.image_processor.postprocess(pixels.flatten(0, 1), return_tensors="np")["pixel_values"]
         return format_uint8_outputs(list(np.asarray(uint8).reshape(b, t, *uint8[0].shape)), output_type)
 
