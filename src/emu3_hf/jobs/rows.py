@@ -13,11 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..utils.jsonl import read_json_objects
 
 PROMPT_KEYS = ("prompt", "negative_prompt", "seed", "ratio", "height", "width", "num_images")
 """The keys a ``.jsonl`` prompt row may hold (``prompt`` is required; the others override the job's settings)."""
@@ -82,16 +83,7 @@ def _read_text(path: Path) -> list[PromptRow]:
 
 def _read_jsonl(path: Path) -> list[PromptRow]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not JSON ({err.msg}); write one JSON object per line.") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object such as {{\"prompt\": \"a cat\"}}, got {line[:60]!r}.")
+    for where, row in read_json_objects(path):
         rows.append(_check_row(row, where, len(rows)))
     return rows
 

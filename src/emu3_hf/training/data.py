@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..utils.atomic import atomic_file, staged_folder
+from ..utils.jsonl import read_json_objects
 from ..utils.media import check_media_file
 
 CACHE_FORMAT = 1
@@ -44,28 +45,20 @@ def _datasets():
 def _read_metadata(folder: Path) -> list[dict]:
     path = folder / "metadata.jsonl"
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not JSON ({error.msg}).") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}, line {number}: each line must be a JSON object, got {line.strip()[:60]!r}.")
+    for where, row in read_json_objects(path):
         name = row.get("file_name")
         if not name:
-            raise ValueError(f"{path}, line {number}: every line needs a `file_name` (the image or clip).")
+            raise ValueError(f"{where}: every line needs a `file_name` (the image or clip).")
         file = folder / name
         if not file.is_file():
-            raise FileNotFoundError(f"{path}, line {number}: {file} does not exist.")
+            raise FileNotFoundError(f"{where}: {file} does not exist.")
         if row.get("text") is None and (row.get("question") is None or row.get("answer") is None):
-            raise ValueError(f"{path}, line {number}: give `text` (a caption) or `question` and `answer`.")
+            raise ValueError(f"{where}: give `text` (a caption) or `question` and `answer`.")
         try:
             check_blank_texts(row)
             column = check_media_file(file)  # read now: a bad file fails here, not after the model has loaded
         except (ValueError, TypeError, OSError) as error:
-            raise type(error)(f"{path}, line {number}: {error}") from None
+            raise type(error)(f"{where}: {error}") from None
         rows.append({column: str(file), "text": row.get("text"), "question": row.get("question"),
                      "answer": row.get("answer")})  # fmt: skip
     if not rows:
