@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import transformers
+from packaging import version
+
 from test_training_distributed import free_port  # noqa: E402
 
 PIPELINE = Path(__file__).parent / "fixtures" / "baai-tiny-pipeline"
@@ -43,6 +47,9 @@ print(json.dumps(dict(rank=int(os.environ["RANK"]), sharded=type(sharded.model.l
 """
 
 
+@pytest.mark.skipif(version.parse(transformers.__version__) < version.parse("5.21"),
+                    reason="transformers < 5.21 refuses to split an LM head whose vocabulary (2067 here) the TP size "
+                           "does not divide ('must be divisible by the tensor parallel size'); 5.21 splits it unevenly")
 def test_tp_plan_auto_on_two_processes_equals_one_process(tmp_path):
     script = tmp_path / "tp.py"
     script.write_text(SCRIPT)
